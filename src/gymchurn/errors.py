@@ -1,0 +1,28 @@
+"""One kind of error for problems a user can fix, and the wrapper that reports them."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+
+class GymchurnError(Exception):
+    """A problem the user caused and can fix; the message names the problem and the fix."""
+
+
+def exit_on_user_error(func: F) -> F:
+    """Turn a GymchurnError into one line on stderr and exit code 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except GymchurnError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]

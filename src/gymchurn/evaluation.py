@@ -1,0 +1,83 @@
+"""Evaluation stage: metrics on probabilities, and the decision threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from gymchurn.errors import GymchurnError
+
+# Threshold-free metrics Optuna can tune on: name -> (function(y, proba), direction).
+TUNING_METRICS = {
+    "roc_auc": (roc_auc_score, "maximize"),
+    "pr_auc": (average_precision_score, "maximize"),
+    "log_loss": (log_loss, "minimize"),
+    "brier": (brier_score_loss, "minimize"),
+}
+
+
+def tuning_metric(name: str):
+    """(score function, direction) for a tuning metric, or a clear error naming the choices."""
+    if name not in TUNING_METRICS:
+        raise GymchurnError(
+            f"unknown tuning metric '{name}'. Use tune.metric= one of {sorted(TUNING_METRICS)}."
+        )
+    return TUNING_METRICS[name]
+
+
+def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
+    """Every metric a churn run reports, under the same keys for every model family."""
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=float)
+    y_pred = (proba >= threshold).astype(int)
+    return {
+        "accuracy": accuracy_score(y_true, y_pred),
+        "precision": precision_score(y_true, y_pred, zero_division=0),
+        "recall": recall_score(y_true, y_pred, zero_division=0),
+        "f1": f1_score(y_true, y_pred, zero_division=0),
+        "roc_auc": roc_auc_score(y_true, proba),
+        "pr_auc": average_precision_score(y_true, proba),
+        "log_loss": log_loss(y_true, proba, labels=[0, 1]),
+        "brier": brier_score_loss(y_true, proba),
+    }
+
+
+def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -> float:
+    """Decision threshold from (out-of-fold) probabilities.
+
+    rule="f1": the threshold with the best F1.
+    rule="cost": the threshold with the lowest cost, where a missed churner costs `cost_ratio`
+    and a retention offer to a customer who would have stayed costs 1.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    proba = np.asarray(proba, dtype=float)
+    order = np.argsort(-proba, kind="stable")
+    p_sorted, y_sorted = proba[order], y_true[order]
+    # Flag the top-k customers for each k; only cuts between distinct probabilities count.
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(1 - y_sorted)
+    last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    tp, fp, cuts = tp[last_of_value], fp[last_of_value], p_sorted[last_of_value]
+    positives = y_true.sum()
+    fn = positives - tp
+    if rule == "f1":
+        score = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+        best = int(np.argmax(score))
+    elif rule == "cost":
+        if cost_ratio <= 0:
+            raise GymchurnError(f"threshold.cost_ratio must be > 0, got {cost_ratio}.")
+        best = int(np.argmin(cost_ratio * fn + fp))
+    else:
+        raise GymchurnError(f"unknown threshold.rule '{rule}'. Use 'f1' or 'cost'.")
+    # Halfway to the next lower probability: robust to tiny shifts in new predictions.
+    lower = cuts[best + 1] if best + 1 < len(cuts) else 0.0
+    return float((cuts[best] + lower) / 2)
