@@ -1,0 +1,59 @@
+"""Shared fixtures: small generated tables and a config whose every output is under tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gymchurn.config import PROJECT_ROOT, compose_config
+from gymchurn.data import make_synthetic_customers
+
+REAL_DATA = (PROJECT_ROOT / ".." / "shared" / "data" / "gym_churn_us.csv").resolve()
+
+
+@pytest.fixture(scope="session")
+def customers():
+    """600 synthetic customers with the real schema (see gymchurn.data.make_synthetic_customers)."""
+    return make_synthetic_customers(600, seed=7)
+
+
+@pytest.fixture
+def customers_csv(tmp_path, customers) -> Path:
+    path = tmp_path / "customers.csv"
+    customers.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def store_overrides(tmp_path, customers_csv) -> list[str]:
+    """Hydra overrides that keep data, MLflow store, Optuna storage and Hydra output in tmp_path."""
+    return [
+        f"data.path={customers_csv}",
+        "data.shared_path=null",
+        "data.url=null",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tune.storage=sqlite:///{tmp_path}/optuna.db",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+
+
+@pytest.fixture
+def small_cfg(store_overrides):
+    """The churn config shrunk for tests: few trials and folds, no repeated CV."""
+    overrides = [o for o in store_overrides if not o.startswith("hydra.")]
+    return compose_config(overrides=[
+        *overrides, "tune=fast", "tune.n_trials=2", "tune.folds=2",
+        "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1",
+    ])
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow(monkeypatch, tmp_path):
+    """No test may write into the repo's mlruns/: default the tracking URI to tmp_path."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow-default.db")
+    yield
+    import mlflow
+
+    while mlflow.active_run():
+        mlflow.end_run()
