@@ -34,6 +34,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # A local CSV path matches two equivalent MLflow source classes; either is right.
     warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    # The logged dataset's schema has integer columns by design (validated, never NaN).
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
     for name in ("alembic", "mlflow", "optuna", "lightgbm"):
         logging.getLogger(name).setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,127 @@
+"""End to end: the Hydra entrypoint, a real temp MLflow store, real Optuna storage, small data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gymchurn.experiment import train
+
+EXPECTED_METRICS = [
+    f"{prefix}_{m}"
+    for prefix in ("test", "cv")
+    for m in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss", "brier")
+] + ["threshold", "best_trial_cv_roc_auc", "n_trials_complete"]
+EXPECTED_PLOTS = ["roc_curve", "pr_curve", "confusion_matrix", "calibration_curve",
+                  "feature_importance", "optuna_history", "optuna_param_importances"]
+
+
+def run_entrypoint(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gymchurn.experiment", *overrides],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def parent_and_children(client: MlflowClient, experiment_name: str):
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+@pytest.mark.slow
+def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides):
+    overrides = [*store_overrides, "tune=fast", "tune.n_trials=2", "tune.folds=2",
+                 "evaluation.repeated_cv_repeats=2", "evaluation.permutation_repeats=1"]
+    done = run_entrypoint(*overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trial   2/2" in done.stdout and "best=" in done.stdout
+    assert "gym-churn-classifier version 1" in done.stdout
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient()
+    parents, children = parent_and_children(client, "gym-churn")
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.run_id in done.stdout  # the summary names the run
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "lgbm-engineered"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all("cv_roc_auc" in c.data.metrics for c in children)
+    assert all("learning_rate" in c.data.params for c in children)
+    missing = [k for k in EXPECTED_METRICS if k not in parent.data.metrics]
+    assert not missing, missing
+    assert "rcv_roc_auc_mean" in parent.data.metrics and "rcv_roc_auc_std" in parent.data.metrics
+    for tag in ("model_family", "feature_set", "tuned_metric", "data_digest", "git_commit"):
+        assert parent.data.tags[tag]
+    assert parent.inputs.dataset_inputs[0].dataset.digest == parent.data.tags["data_digest"][:16]
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"config.yaml", "trials.csv", "holdout_predictions.csv"} <= artifacts
+    assert {f"plots/{p}.png" for p in EXPECTED_PLOTS} <= plots
+    assert str(tmp_path) in client.get_experiment(parent.info.experiment_id).artifact_location
+
+    version = client.get_model_version_by_alias("gym-churn-classifier", "challenger")
+    assert str(version.version) == "1"
+    assert version.run_id == parent.info.run_id
+    assert float(version.tags["test_roc_auc"]) == pytest.approx(parent.data.metrics["test_roc_auc"])
+    assert float(version.tags["threshold"]) == pytest.approx(parent.data.metrics["threshold"])
+    assert version.tags["data_digest"] == parent.data.tags["data_digest"]
+    assert version.tags["split_seed"] == "42"
+
+    # The registered model takes raw columns (extra ones ignored) and returns one probability.
+    model = mlflow.pyfunc.load_model("models:/gym-churn-classifier@challenger")
+    rows = pd.read_csv(tmp_path / "customers.csv").drop(columns=["Churn"]).head(20)
+    rows["customer_id"] = np.arange(20)
+    scores = model.predict(rows.astype("float64"))
+    assert list(scores.columns) == ["churn_probability"]
+    assert scores["churn_probability"].between(0, 1).all() and len(scores) == 20
+    assert model.metadata.signature is not None
+
+    # Same command again: the study resumes (no new trials), a second version is registered.
+    again = run_entrypoint(*overrides)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming study" in again.stdout and "2 of 2 trials already finished" in again.stdout
+    parents, children = parent_and_children(client, "gym-churn")
+    assert len(parents) == 2 and len(children) == 2
+    assert str(client.get_model_version_by_alias("gym-churn-classifier", "challenger").version) == "2"
+
+
+def test_bad_override_exits_with_hydra_message(store_overrides):
+    done = run_entrypoint(*store_overrides, "model=nope")
+    assert done.returncode != 0
+    assert "model/nope" in done.stderr and "lgbm" in done.stderr
+
+
+def test_bad_data_exits_cleanly_without_a_run(tmp_path, store_overrides, customers):
+    bad = customers.copy()
+    bad.loc[4, "Age"] = -3
+    bad.to_csv(tmp_path / "customers.csv", index=False)
+    done = run_entrypoint(*store_overrides)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "column 'Age'" in done.stderr and "rows 5" in done.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # validation fails before tracking starts
+
+
+def test_bad_config_value_names_the_key(store_overrides):
+    done = run_entrypoint(*store_overrides, "split.test_size=1.5")
+    assert done.returncode == 2 and "split.test_size" in done.stderr
+
+
+def test_train_returns_plain_values(small_cfg):
+    result = train(small_cfg)
+    assert 0 < result["threshold"] < 1
+    assert set(result["test_metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc",
+                                           "pr_auc", "log_loss", "brier"}
+    assert result["test_metrics"]["roc_auc"] > 0.8  # synthetic churn is learnable
+    assert str(result["model_version"]) == "1"
