@@ -51,9 +51,10 @@ def small_cfg(store_overrides):
 @pytest.fixture(autouse=True)
 def _isolate_mlflow(monkeypatch, tmp_path):
     """No test may write into the repo's mlruns/: default the tracking URI to tmp_path."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow-default.db")
-    yield
     import mlflow
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow-default.db")
+    yield
     while mlflow.active_run():
         mlflow.end_run()
+    mlflow.set_tracking_uri(None)  # setup_experiment sets it process-wide

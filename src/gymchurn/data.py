@@ -38,30 +38,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_copy(source: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+def fetch_verified(source: str, dest: Path, sha256: str | None, timeout: float = 30.0) -> Path:
+    """Copy a local file or download a URL to `dest` through a temp file beside it.
 
-
-def download_verified(url: str, dest: Path, sha256: str, timeout: float = 30.0) -> Path:
-    """Download `url` to `dest` through a temp file; keep it only if its sha256 matches."""
+    The file is kept only if its sha256 matches, so a failed or corrupted fetch leaves nothing.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
+        with os.fdopen(fd, "wb") as out:
+            if "://" in source:
+                with urllib.request.urlopen(source, timeout=timeout) as resp:
+                    shutil.copyfileobj(resp, out)
+            else:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out)
         actual = file_sha256(tmp)
-        if actual != sha256:
+        if sha256 and actual != sha256:
             raise GymchurnError(
-                f"the file downloaded from {url} has sha256 {actual}, expected {sha256}; "
-                f"it was not kept. Put a verified copy of the data at {dest}."
+                f"the copy of {source} has sha256 {actual}, expected {sha256}; it was not "
+                f"kept. Put a verified copy of the data at {dest}."
             )
         os.replace(tmp, dest)
         return dest
@@ -77,13 +74,12 @@ def ensure_data_file(data_cfg: Mapping) -> Path:
     shared = resolve_path(data_cfg["shared_path"]) if data_cfg.get("shared_path") else None
     if shared is not None and shared.exists():
         print(f"data: copying {shared} -> {path}", flush=True)
-        _atomic_copy(shared, path)
-        return path
+        return fetch_verified(str(shared), path, data_cfg.get("sha256"))
     url = data_cfg.get("url")
     if url:
         print(f"data: downloading {url} -> {path}", flush=True)
         try:
-            return download_verified(url, path, data_cfg["sha256"])
+            return fetch_verified(url, path, data_cfg["sha256"])
         except (urllib.error.URLError, OSError) as err:
             raise GymchurnError(
                 f"the data file {path} is missing and could not be downloaded from {url} "
@@ -166,7 +162,7 @@ def build_schema(columns: Mapping, target: str, require_target: bool = True) -> 
     return pa.DataFrameSchema(schema_columns, checks=frame_checks, strict=False)
 
 
-def _describe_failures(failures: pd.DataFrame, positions: pd.Index) -> list[str]:
+def _describe_failures(failures: pd.DataFrame) -> list[str]:
     """One line per (column, rule): what failed, how often, which rows (1 = first data row)."""
     failures = failures.copy()
     failures["check"] = failures["check"].astype(str)
@@ -186,7 +182,9 @@ def _describe_failures(failures: pd.DataFrame, positions: pd.Index) -> list[str]
         if where in not_numeric and not check.startswith("coerce_dtype"):
             continue
         group = group.drop_duplicates("index") if where == "" else group
-        rows = [int(positions.get_loc(i)) + 1 for i in group["index"].dropna()]
+        rows = [int(i) + 1 for i in group["index"].dropna()]  # validated with a 0..n-1 index
+        if not rows and not where:
+            continue  # a table rule that could not run because its column is missing or text
         shown = ", ".join(map(str, rows[:MAX_ROWS_SHOWN]))
         rule = "not a number" if check.startswith("coerce_dtype") else check
         rule = {"not_nullable": "no missing values"}.get(rule, rule)
@@ -213,10 +211,12 @@ def validate_customers(
     if len(df) == 0:
         raise GymchurnError("the table has no rows. Provide at least one customer.")
     schema = build_schema(columns, target, require_target)
+    original_index = df.index
     try:
-        validated = schema.validate(df, lazy=True)
+        # Positions, not labels: row numbers stay right for any index (repeated labels too).
+        validated = schema.validate(df.reset_index(drop=True), lazy=True)
     except SchemaErrors as err:
-        problems = _describe_failures(err.failure_cases, df.index)
+        problems = _describe_failures(err.failure_cases)
         raise GymchurnError(
             "the customer table does not match the schema "
             "(row numbers count data rows from 1):\n  - "
@@ -226,6 +226,7 @@ def validate_customers(
     known = [c for c in columns if c in validated.columns]
     extra = [c for c in df.columns if c not in columns]
     out = validated[known].copy()
+    out.index = original_index
     for name in known:
         out[name] = out[name].astype("int64" if columns[name]["kind"] == "int" else "float64")
     return out, extra

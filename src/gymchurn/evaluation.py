@@ -62,13 +62,13 @@ def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -
     proba = np.asarray(proba, dtype=float)
     order = np.argsort(-proba, kind="stable")
     p_sorted, y_sorted = proba[order], y_true[order]
-    # Flag the top-k customers for each k; only cuts between distinct probabilities count.
-    tp = np.cumsum(y_sorted)
-    fp = np.cumsum(1 - y_sorted)
+    # Candidate i flags everyone with probability >= cuts[i]; only cuts between distinct
+    # probabilities count. Candidate 0 flags nobody.
     last_of_value = np.r_[p_sorted[1:] != p_sorted[:-1], True]
-    tp, fp, cuts = tp[last_of_value], fp[last_of_value], p_sorted[last_of_value]
-    positives = y_true.sum()
-    fn = positives - tp
+    cuts = p_sorted[last_of_value]
+    tp = np.r_[0, np.cumsum(y_sorted)[last_of_value]]
+    fp = np.r_[0, np.cumsum(1 - y_sorted)[last_of_value]]
+    fn = y_true.sum() - tp
     if rule == "f1":
         score = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
         best = int(np.argmax(score))
@@ -78,6 +78,8 @@ def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -
         best = int(np.argmin(cost_ratio * fn + fp))
     else:
         raise GymchurnError(f"unknown threshold.rule '{rule}'. Use 'f1' or 'cost'.")
+    if best == 0:
+        return float(np.nextafter(cuts[0], np.inf))  # just above the highest probability
     # Halfway to the next lower probability: robust to tiny shifts in new predictions.
-    lower = cuts[best + 1] if best + 1 < len(cuts) else 0.0
-    return float((cuts[best] + lower) / 2)
+    lower = cuts[best] if best < len(cuts) else 0.0
+    return float((cuts[best - 1] + lower) / 2)

@@ -21,8 +21,9 @@ def _instantiate(node, what: str, **overrides):
         return instantiate(node, **overrides)
     except Exception as err:  # Hydra wraps import/argument errors in several exception types
         target = node.get("_target_", "?") if isinstance(node, Mapping) else node
+        cause = err.__cause__ or err  # Hydra's own message is only "Error in call to target"
         raise GymchurnError(
-            f"could not build {what} '{target}': {str(err).splitlines()[0]}. "
+            f"could not build {what} '{target}': {cause}. "
             "Check the _target_ and its arguments in the config."
         ) from err
 

@@ -19,9 +19,6 @@ from mlflow.tracking import MlflowClient
 
 from gymchurn.errors import GymchurnError
 
-# Distribution names of the modules a pipeline's classes come from, for the model's
-# requirements (written out so MLflow does not load the model again to infer them).
-_DISTRIBUTIONS = {"sklearn": "scikit-learn", "lightgbm": "lightgbm", "xgboost": "xgboost"}
 _ALWAYS_TRUSTED_ROOTS = {"collections"}  # OrderedDict inside LightGBM's sklearn wrapper
 
 
@@ -58,15 +55,22 @@ def load_pipeline(path: str | Path, trusted_types: list[str]):
 
 
 def pip_requirements(pipeline) -> list[str]:
-    names = ["mlflow", "pandas", "numpy", "skops"]
-    names += [_DISTRIBUTIONS[r] for r in sorted(pipeline_module_roots(pipeline)) if r in _DISTRIBUTIONS]
+    """Pinned requirements of the model: MLflow, pandas, skops and the pipeline's libraries.
+
+    The distribution is looked up per module (xgboost may be installed as xgboost-cpu).
+    Written out so MLflow does not load the model again to infer them.
+    """
+    providers = metadata.packages_distributions()
+    modules = ["mlflow", "pandas", "numpy", "skops"]
+    modules += sorted(pipeline_module_roots(pipeline) - {"gymchurn", "builtins"})
     requirements = []
-    for name in names:
-        try:
-            requirements.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:  # e.g. xgboost installed as xgboost-cpu
-            requirements.append(f"{name}=={__import__(name).__version__}")
-    return requirements
+    for module in modules:
+        dists = providers.get(module, [])
+        # The distribution named like the module wins (mlflow over mlflow-skinny).
+        dist = module if module in dists else (dists[0] if dists else None)
+        if dist:
+            requirements.append(f"{dist}=={metadata.version(dist)}")
+    return sorted(set(requirements))
 
 
 def log_pipeline_model(

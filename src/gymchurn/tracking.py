@@ -136,7 +136,7 @@ class TrialRunLogger:
         )
         now = end_ms or int(time.time() * 1000)
         metrics = []
-        if trial.value is not None:
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # a pruned trial's mean is partial
             metrics.append(Metric(f"cv_{self.metric}", trial.value, now, 0))
         if "cv_std" in trial.user_attrs:
             metrics.append(Metric(f"cv_{self.metric}_std", trial.user_attrs["cv_std"], now, 0))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 from sklearn.model_selection import StratifiedKFold
+from sqlalchemy.exc import SQLAlchemyError
 
 from gymchurn.errors import GymchurnError
 from gymchurn.evaluation import tuning_metric
@@ -97,12 +99,15 @@ def open_study(tune_cfg: Mapping, study_name: str, direction: str) -> optuna.Stu
         n_startup_trials=int(tune_cfg["pruner"]["n_startup_trials"]),
         n_warmup_steps=int(tune_cfg["pruner"]["n_warmup_steps"]),
     )
+    storage = str(tune_cfg["storage"])
+    if storage.startswith("sqlite:///"):
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
         study = optuna.create_study(
-            storage=tune_cfg["storage"], study_name=study_name, direction=direction,
+            storage=storage, study_name=study_name, direction=direction,
             sampler=sampler, pruner=pruner, load_if_exists=True,
         )
-    except (ValueError, ImportError) as err:
+    except (ValueError, ImportError, SQLAlchemyError) as err:
         raise GymchurnError(
             f"could not open the Optuna storage '{tune_cfg['storage']}': {err}. "
             "Set tune.storage= to a SQLAlchemy URL such as sqlite:///path/optuna.db."
@@ -155,18 +160,22 @@ def run_trials(
     remaining = n_total - len(finished_trials(study))
     if remaining <= 0:
         return 0
-    before = len(study.trials)
+    ran = []
+
+    def count_this_call(study, trial):  # other workers' trials finish in the same study
+        ran.append(trial.number)
+
     # Trials of other workers count towards the same total, so stop on the study's count.
     stop_at_total = optuna.study.MaxTrialsCallback(n_total, states=FINISHED)
     study.optimize(
         objective,
         n_trials=remaining,
         timeout=timeout,
-        callbacks=[*callbacks, stop_at_total],
+        callbacks=[count_this_call, *callbacks, stop_at_total],
         catch=(Exception,),
         gc_after_trial=False,
     )
-    return len(study.trials) - before
+    return len(ran)
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:

@@ -1,0 +1,423 @@
+"""Load stage: schema validation, reading files, finding/fetching the data file, synthetic data."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import re
+import socket
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gymchurn.config import compose_config
+from gymchurn.data import (
+    SCHEMA_ORDER,
+    ensure_data_file,
+    file_sha256,
+    load_customers,
+    make_synthetic_customers,
+    read_table,
+    table_digest,
+    validate_customers,
+)
+from gymchurn.errors import GymchurnError
+
+
+@pytest.fixture(scope="module")
+def data_cfg():
+    return compose_config().data
+
+
+@pytest.fixture(scope="module")
+def columns(data_cfg):
+    return data_cfg.columns
+
+
+@pytest.fixture
+def table():
+    """20 valid synthetic customers (a fresh copy per test, so tests may break it)."""
+    return make_synthetic_customers(20, seed=1)
+
+
+def validation_error(df, columns, **kwargs) -> str:
+    with pytest.raises(GymchurnError) as info:
+        validate_customers(df, columns, "Churn", **kwargs)
+    return str(info.value)
+
+
+def problem_lines(message: str) -> list[str]:
+    return [line.strip() for line in message.splitlines() if line.strip().startswith("- ")]
+
+
+# ---------------------------------------------------------------- validate_customers: bad input
+
+
+def test_missing_column_is_named(table, columns):
+    message = validation_error(table.drop(columns=["Age"]), columns)
+    assert "missing column(s): Age" in message
+
+
+def test_text_in_numeric_column_names_column_rule_and_row(table, columns):
+    table["Age"] = table["Age"].astype(object)
+    table.loc[3, "Age"] = "abc"
+    message = validation_error(table, columns)
+    assert "column 'Age'" in message
+    assert "not a number" in message
+    assert re.search(r"rows 4\b", message)
+    assert "'abc'" in message
+
+
+def test_text_read_from_a_csv_file_is_reported_by_row(tmp_path, table, columns):
+    table["Lifetime"] = table["Lifetime"].astype(object)
+    table.loc[[0, 7], "Lifetime"] = "unknown"
+    path = tmp_path / "customers.csv"
+    table.to_csv(path, index=False)
+    message = validation_error(read_table(path), columns)
+    assert "column 'Lifetime': rule 'not a number' fails in 2 row(s), e.g. rows 1, 8" in message
+
+
+def test_nan_is_reported(table, columns):
+    table["Avg_additional_charges_total"] = table["Avg_additional_charges_total"].astype(float)
+    table.loc[2, "Avg_additional_charges_total"] = np.nan
+    message = validation_error(table, columns)
+    assert "column 'Avg_additional_charges_total'" in message
+    assert "no missing values" in message
+    assert re.search(r"rows 3\b", message)
+
+
+def test_out_of_range_values_are_each_reported(table, columns):
+    table.loc[4, "Age"] = -3
+    table.loc[6, "Phone"] = 2
+    message = validation_error(table, columns)
+    lines = problem_lines(message)
+    age = [line for line in lines if "column 'Age'" in line]
+    phone = [line for line in lines if "column 'Phone'" in line]
+    assert len(age) == 1 and "in_range(14, 100)" in age[0] and re.search(r"rows 5\b", age[0])
+    assert "-3" in age[0]
+    assert len(phone) == 1 and "isin([0, 1])" in phone[0] and re.search(r"rows 7\b", phone[0])
+
+
+def test_non_whole_number_in_int_column(table, columns):
+    table["Lifetime"] = table["Lifetime"].astype(float)
+    table.loc[5, "Lifetime"] = 2.5
+    message = validation_error(table, columns)
+    assert "column 'Lifetime': rule 'whole_number'" in message
+    assert re.search(r"rows 6\b", message)
+    assert "2.5" in message
+
+
+def test_month_to_end_longer_than_contract(table, columns):
+    table.loc[7, "Contract_period"] = 1
+    table.loc[7, "Month_to_end_contract"] = 6
+    message = validation_error(table, columns)
+    assert "Month_to_end_contract <= Contract_period" in message
+    assert re.search(r"rows 8\b", message)
+    # A table-wide rule is reported once, not once per column.
+    assert message.count("Month_to_end_contract <= Contract_period") == 1
+
+
+def test_row_numbers_are_positions_not_index_labels(table, columns):
+    table.index = range(100, 120)[::-1]  # labels unrelated to positions
+    table.iloc[1, table.columns.get_loc("Age")] = 500
+    message = validation_error(table, columns)
+    assert re.search(r"column 'Age'.*rows 2\b", message)
+
+
+def test_at_most_five_rows_are_listed_but_all_are_counted(table, columns):
+    table.loc[:9, "gender"] = 7
+    message = validation_error(table, columns)
+    assert "fails in 10 row(s), e.g. rows 1, 2, 3, 4, 5 (" in message
+
+
+def test_every_problem_is_reported_at_once(table, columns):
+    table.loc[0, "Age"] = 200
+    table.loc[1, "Churn"] = 3
+    table = table.drop(columns=["Partner"])
+    lines = problem_lines(validation_error(table, columns))
+    assert len(lines) == 3
+    assert any("Partner" in line for line in lines)
+    assert any("'Age'" in line and "rows 1" in line for line in lines)
+    assert any("'Churn'" in line and "rows 2" in line for line in lines)
+
+
+def test_empty_table_is_rejected(table, columns):
+    message = validation_error(table.iloc[:0], columns)
+    assert "no rows" in message
+
+
+def test_duplicate_index_labels_still_give_a_clear_error(columns):
+    first, second = make_synthetic_customers(5, seed=1), make_synthetic_customers(5, seed=2)
+    second.loc[2, "Age"] = -1
+    message = validation_error(pd.concat([first, second]), columns)
+    assert re.search(r"column 'Age'.*rows 8\b", message)
+
+
+@pytest.mark.parametrize("breakage", ["missing", "text"])
+def test_broken_contract_column_gives_no_empty_rule_line(table, columns, breakage):
+    if breakage == "missing":
+        table = table.drop(columns=["Contract_period"])
+    else:
+        table["Contract_period"] = table["Contract_period"].astype(object)
+        table.loc[1, "Contract_period"] = "twelve"
+    message = validation_error(table, columns)
+    assert "Contract_period" in message
+    assert "0 row(s)" not in message
+
+
+# ---------------------------------------------------------------- validate_customers: good input
+
+
+def test_valid_table_passes_with_schema_dtypes(table, columns):
+    out, extra = validate_customers(table, columns, "Churn")
+    assert extra == []
+    assert list(out.columns) == list(columns)
+    for name, rule in columns.items():
+        expected = "int64" if rule["kind"] == "int" else "float64"
+        assert str(out[name].dtype) == expected, name
+    pd.testing.assert_frame_equal(out, table[list(columns)], check_dtype=False)
+
+
+def test_float_encoded_whole_numbers_become_int64(table, columns):
+    table["Age"] = table["Age"].astype(float)
+    out, _ = validate_customers(table, columns, "Churn")
+    assert out["Age"].dtype == np.int64
+    assert out["Age"].tolist() == table["Age"].astype(int).tolist()
+
+
+def test_contract_period_three_is_accepted(table, columns):
+    table.loc[0, "Contract_period"] = 3
+    table.loc[0, "Month_to_end_contract"] = 3
+    out, _ = validate_customers(table, columns, "Churn")
+    assert out.loc[0, "Contract_period"] == 3
+
+
+def test_extra_columns_are_returned_not_validated(table, columns):
+    table.insert(0, "customer_id", [f"c{i}" for i in range(len(table))])
+    out, extra = validate_customers(table, columns, "Churn")
+    assert extra == ["customer_id"]
+    assert "customer_id" not in out.columns
+
+
+def test_target_may_be_absent_when_not_required(table, columns):
+    out, _ = validate_customers(table.drop(columns=["Churn"]), columns, "Churn",
+                                require_target=False)
+    assert "Churn" not in out.columns
+    assert len(out.columns) == len(columns) - 1
+    message = validation_error(table.drop(columns=["Churn"]), columns)
+    assert "missing column(s): Churn" in message
+
+
+def test_load_customers_drops_extra_columns_with_a_warning(tmp_path, table, data_cfg):
+    table.insert(0, "customer_id", range(len(table)))
+    path = tmp_path / "with_ids.csv"
+    table.to_csv(path, index=False)
+    cfg = compose_config(overrides=[f"data.path={path}", "data.shared_path=null", "data.url=null"])
+    with pytest.warns(UserWarning, match="customer_id"):
+        df, provenance = load_customers(cfg.data)
+    assert list(df.columns) == list(data_cfg.columns)
+    assert provenance == {"path": str(path), "sha256": file_sha256(path), "rows": len(table)}
+
+
+# ---------------------------------------------------------------- read_table
+
+
+def test_read_table_unknown_suffix(tmp_path):
+    path = tmp_path / "customers.json"
+    path.write_text("{}")
+    with pytest.raises(GymchurnError, match=r"unknown file type '\.json'.*\.csv or \.parquet"):
+        read_table(path)
+
+
+def test_read_table_empty_csv(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(GymchurnError, match="could not read .*empty.csv as CSV"):
+        read_table(path)
+
+
+def test_read_table_missing_file(tmp_path):
+    with pytest.raises(GymchurnError, match="file not found: .*nowhere.csv"):
+        read_table(tmp_path / "nowhere.csv")
+
+
+def test_read_table_corrupt_parquet(tmp_path):
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not a parquet file")
+    with pytest.raises(GymchurnError, match="as PARQUET"):
+        read_table(path)
+
+
+def test_parquet_round_trip(tmp_path, table):
+    path = tmp_path / "customers.parquet"
+    table.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(read_table(path), table)
+
+
+def test_csv_round_trip_validates(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    table.to_csv(path, index=False)
+    out, _ = validate_customers(read_table(path), columns, "Churn")
+    pd.testing.assert_frame_equal(out, table[list(columns)], check_dtype=False)
+
+
+# ---------------------------------------------------------------- ensure_data_file
+
+PAYLOAD = b"gender,Age\n1,30\n0,25\n"
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """(folder, base URL) of a loopback HTTP server serving that folder."""
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def closed_url():
+    """A loopback URL on a port nobody listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/x.csv"
+
+
+def data_location(tmp_path, **kwargs):
+    target_dir = tmp_path / "target"
+    cfg = {"path": str(target_dir / "gym.csv"), "shared_path": None, "url": None,
+           "sha256": PAYLOAD_SHA}
+    cfg.update(kwargs)
+    return cfg, target_dir
+
+
+def test_existing_file_is_used_as_is(tmp_path, closed_url):
+    cfg, target_dir = data_location(tmp_path, url=closed_url, sha256="0" * 64)
+    target_dir.mkdir()
+    (target_dir / "gym.csv").write_bytes(b"already here")
+    assert ensure_data_file(cfg) == target_dir / "gym.csv"
+    assert (target_dir / "gym.csv").read_bytes() == b"already here"
+
+
+def test_copies_from_shared_path(tmp_path, closed_url):
+    shared = tmp_path / "shared" / "gym.csv"
+    shared.parent.mkdir()
+    shared.write_bytes(PAYLOAD)
+    cfg, target_dir = data_location(tmp_path, shared_path=str(shared), url=closed_url)
+    path = ensure_data_file(cfg)
+    assert path == target_dir / "gym.csv"
+    assert path.read_bytes() == PAYLOAD
+    assert [p.name for p in target_dir.iterdir()] == ["gym.csv"]
+
+
+def test_downloads_and_verifies(tmp_path, http_root):
+    root, base = http_root
+    (root / "gym.csv").write_bytes(PAYLOAD)
+    cfg, target_dir = data_location(tmp_path, url=f"{base}/gym.csv")
+    path = ensure_data_file(cfg)
+    assert path.read_bytes() == PAYLOAD
+    assert file_sha256(path) == PAYLOAD_SHA
+    assert [p.name for p in target_dir.iterdir()] == ["gym.csv"]
+
+
+def test_corrupted_download_is_not_kept(tmp_path, http_root):
+    root, base = http_root
+    (root / "gym.csv").write_bytes(PAYLOAD + b"1,99\n")  # not the file the sha256 names
+    cfg, target_dir = data_location(tmp_path, url=f"{base}/gym.csv")
+    with pytest.raises(GymchurnError) as info:
+        ensure_data_file(cfg)
+    message = str(info.value)
+    assert PAYLOAD_SHA in message and "not kept" in message
+    assert list(target_dir.iterdir()) == []  # neither the file nor a .part temp file
+
+
+def test_http_error_says_where_to_put_the_file(tmp_path, http_root):
+    _, base = http_root
+    cfg, target_dir = data_location(tmp_path, url=f"{base}/no-such-file.csv")
+    with pytest.raises(GymchurnError, match=r"Put gym_churn_us.csv at .*gym\.csv"):
+        ensure_data_file(cfg)
+    assert list(target_dir.iterdir()) == []
+
+
+def test_unreachable_url_says_where_to_put_the_file(tmp_path, closed_url):
+    cfg, target_dir = data_location(tmp_path, url=closed_url)
+    with pytest.raises(GymchurnError) as info:
+        ensure_data_file(cfg)
+    message = str(info.value)
+    assert f"Put gym_churn_us.csv at {target_dir / 'gym.csv'}" in message
+    assert "data.path=" in message
+    assert closed_url in message
+    assert not (target_dir / "gym.csv").exists()
+    assert not list(target_dir.glob("*.part")) and not list(target_dir.glob(".*.part"))
+
+
+def test_no_source_at_all_says_where_to_put_the_file(tmp_path):
+    cfg, target_dir = data_location(tmp_path)
+    with pytest.raises(GymchurnError, match=r"missing\. Put gym_churn_us.csv there"):
+        ensure_data_file(cfg)
+
+
+def test_corrupted_shared_copy_is_not_kept(tmp_path, closed_url):
+    shared = tmp_path / "shared" / "gym.csv"
+    shared.parent.mkdir()
+    shared.write_bytes(PAYLOAD[:-5])  # truncated
+    cfg, target_dir = data_location(tmp_path, shared_path=str(shared), url=closed_url)
+    with pytest.raises(GymchurnError):
+        ensure_data_file(cfg)
+    assert not target_dir.exists() or list(target_dir.iterdir()) == []
+
+
+# ---------------------------------------------------------------- synthetic data and digest
+
+
+def test_synthetic_customers_pass_validation(columns):
+    df = make_synthetic_customers(300, seed=3)
+    assert df.attrs["synthetic"] is True
+    assert list(df.columns) == SCHEMA_ORDER
+    out, extra = validate_customers(df, columns, "Churn")
+    assert extra == [] and len(out) == 300
+
+
+def test_synthetic_customers_look_like_the_real_table():
+    df = make_synthetic_customers(5000, seed=0)
+    assert 0.2 <= df["Churn"].mean() <= 0.33
+    lifetime = df.groupby("Churn")["Lifetime"].mean()
+    assert lifetime[1] < lifetime[0]
+
+
+def test_synthetic_customers_are_reproducible_by_seed():
+    pd.testing.assert_frame_equal(make_synthetic_customers(50, seed=4),
+                                  make_synthetic_customers(50, seed=4))
+    assert not make_synthetic_customers(50, seed=4).equals(make_synthetic_customers(50, seed=5))
+
+
+def test_table_digest_tracks_content(table):
+    digest = table_digest(table)
+    assert len(digest) == 64
+    assert table_digest(table) == digest
+    assert table_digest(table.copy()) == digest
+    changed = table.copy()
+    changed.loc[10, "Avg_additional_charges_total"] += 0.01
+    assert table_digest(changed) != digest
+    assert not table.iloc[0].equals(table.iloc[1])
+    swapped = table.iloc[[1, 0, *range(2, len(table))]].reset_index(drop=True)
+    assert table_digest(swapped) != digest  # same rows, different order

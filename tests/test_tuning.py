@@ -1,0 +1,311 @@
+"""Tuning stage: resumable studies, failures, pruning, progress lines, nested MLflow trial runs."""
+
+from __future__ import annotations
+
+import re
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gymchurn.data import make_synthetic_customers
+from gymchurn.errors import GymchurnError
+from gymchurn.tracking import TrialRunLogger, setup_experiment
+from gymchurn.tuning import (
+    ProgressPrinter,
+    best_trial,
+    cv_folds,
+    finished_trials,
+    make_objective,
+    open_study,
+    run_trials,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet_optuna():
+    """Failed trials are expected here: keep Optuna's warnings about them out of the output."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    yield
+    optuna.logging.set_verbosity(before)
+
+
+@pytest.fixture(scope="module")
+def optuna_storage(tmp_path_factory):
+    """One SQLite file for the module (creating its schema takes a second); every test uses
+    its own study names in it."""
+    return f"sqlite:///{tmp_path_factory.mktemp('optuna')}/optuna.db"
+
+
+@pytest.fixture
+def tune_cfg(optuna_storage):
+    return {
+        "seed": 0,
+        "pruner": {"n_startup_trials": 100, "n_warmup_steps": 0},  # no pruning unless asked
+        "storage": optuna_storage,
+    }
+
+
+@pytest.fixture(scope="module")
+def churn_xy():
+    df = make_synthetic_customers(240, seed=9)
+    return df.drop(columns="Churn"), df["Churn"]
+
+
+def logreg(params):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
+
+
+def quadratic(trial):
+    x = trial.suggest_float("x", -2.0, 2.0)
+    return -(x - 0.5) ** 2
+
+
+def in_memory_study(direction="maximize", pruner=None):
+    return optuna.create_study(direction=direction, pruner=pruner or optuna.pruners.NopPruner())
+
+
+# ---------------------------------------------------------------- resumable studies
+
+
+def test_run_trials_reaches_the_total_and_resumes(tune_cfg):
+    study = open_study(tune_cfg, "resume", "maximize")
+    assert run_trials(study, quadratic, n_total=4, timeout=None) == 4
+    assert len(finished_trials(study)) == 4
+    assert run_trials(study, quadratic, n_total=4, timeout=None) == 0
+    assert len(study.trials) == 4
+    assert run_trials(study, quadratic, n_total=6, timeout=None) == 2
+    assert len(finished_trials(study)) == 6
+    assert [t.number for t in study.trials] == list(range(6))
+
+
+def test_reopened_study_keeps_its_trials(tune_cfg):
+    study = open_study(tune_cfg, "kept", "maximize")
+    run_trials(study, quadratic, n_total=3, timeout=None)
+    again = open_study(tune_cfg, "kept", "maximize")
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+    assert again.best_value == study.best_value
+    # Resuming from the reopened study counts the stored trials.
+    assert run_trials(again, quadratic, n_total=3, timeout=None) == 0
+    other = open_study(tune_cfg, "another", "maximize")
+    assert other.trials == []
+
+
+def test_reopening_with_the_other_direction_is_a_user_error(tune_cfg):
+    open_study(tune_cfg, "dir", "maximize")
+    with pytest.raises(GymchurnError, match="direction maximize.*needs minimize.*study_name"):
+        open_study(tune_cfg, "dir", "minimize")
+
+
+def test_trials_of_other_workers_count_towards_the_total(tune_cfg):
+    worker_a = open_study(tune_cfg, "shared", "maximize")
+    worker_b = open_study(tune_cfg, "shared", "maximize")
+    assert run_trials(worker_a, quadratic, n_total=3, timeout=None) == 3
+    assert run_trials(worker_b, quadratic, n_total=5, timeout=None) == 2
+    assert len(finished_trials(worker_a)) == 5
+
+
+@pytest.mark.parametrize("storage", ["garbage", "notadb://x"])
+def test_bad_storage_url_is_a_user_error(tune_cfg, tmp_path, storage):
+    tune_cfg["storage"] = storage.format(tmp=tmp_path)
+    with pytest.raises(GymchurnError, match="tune.storage"):
+        open_study(tune_cfg, "s", "maximize")
+
+
+def test_run_trials_counts_the_enqueued_trials_it_ran(tune_cfg):
+    study = open_study(tune_cfg, "queued", "maximize")
+    study.enqueue_trial({"x": 0.5})
+    study.enqueue_trial({"x": 1.0})
+    ran = run_trials(study, quadratic, n_total=3, timeout=None)
+    assert len(finished_trials(study)) == 3
+    assert ran == 3
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(tune_cfg, churn_xy):
+    X, y = churn_xy
+    space = {"C": {"type": "categorical", "choices": [1.0, -1.0]}}  # C must be > 0
+    objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
+    study = open_study(tune_cfg, "failures", "maximize")
+    for c in (1.0, -1.0, 1.0):
+        study.enqueue_trial({"C": c})
+    run_trials(study, objective, n_total=3, timeout=None)
+    assert len(study.trials) == 3
+    states = [t.state for t in study.trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    failed = study.trials[1]
+    assert "'C'" in failed.user_attrs["error"] and len(failed.user_attrs["error"]) <= 500
+    assert "error" not in study.trials[0].user_attrs
+    assert "cv_std" in study.trials[0].user_attrs
+    assert best_trial(study).params == {"C": 1.0}
+
+
+def test_best_trial_when_every_trial_failed_names_the_failure(tune_cfg, churn_xy):
+    X, y = churn_xy
+    space = {"C": {"type": "categorical", "choices": [-1.0]}}
+    objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
+    study = open_study(tune_cfg, "all-failed", "maximize")
+    run_trials(study, objective, n_total=2, timeout=None)
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+    with pytest.raises(GymchurnError) as info:
+        best_trial(study)
+    message = str(info.value)
+    assert "'all-failed'" in message and "(2 failed)" in message
+    assert study.trials[-1].user_attrs["error"] in message
+    assert "InvalidParameterError" in message and "'C'" in message
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy):
+    X, y = churn_xy
+    folds = cv_folds(y, 3, 0)
+    space = {"C": {"type": "categorical", "choices": [1.0, 1e-6]}}
+    # log_loss: C=1e-6 shrinks every weight to ~0, so it predicts about the base rate everywhere.
+    objective = make_objective(X, y, folds, space, "log_loss", logreg)
+    study = in_memory_study(
+        "minimize", optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
+    study.enqueue_trial({"C": 1.0})
+    study.enqueue_trial({"C": 1e-6})
+    study.optimize(objective, n_trials=2)
+    good, bad = study.trials
+    assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == len(folds)
+    assert bad.params == {"C": 1e-6}
+    assert bad.state == TrialState.PRUNED
+    assert len(bad.intermediate_values) < len(folds)
+    assert "cv_std" not in bad.user_attrs and "error" not in bad.user_attrs
+
+
+def test_objective_value_is_the_mean_fold_score(churn_xy):
+    from sklearn.metrics import roc_auc_score
+
+    X, y = churn_xy
+    folds = cv_folds(y, 3, 0)
+    objective = make_objective(X, y, folds, {}, "roc_auc", logreg)
+    study = in_memory_study()
+    study.optimize(objective, n_trials=1)
+    scores = []
+    for train_idx, valid_idx in folds:
+        model = logreg({}).fit(X.iloc[train_idx], y.iloc[train_idx])
+        scores.append(roc_auc_score(y.iloc[valid_idx], model.predict_proba(X.iloc[valid_idx])[:, 1]))
+    assert study.best_value == pytest.approx(sum(scores) / len(scores))
+    assert study.trials[0].intermediate_values[0] == pytest.approx(scores[0])
+
+
+def test_cv_folds_are_stratified_and_cover_every_row(churn_xy):
+    _, y = churn_xy
+    folds = cv_folds(y, 4, 1)
+    assert len(folds) == 4
+    valid = sorted(i for _, v in folds for i in v)
+    assert valid == list(range(len(y)))
+    rate = y.mean()
+    for _, v in folds:
+        assert abs(y.iloc[v].mean() - rate) < 0.05
+    assert [v.tolist() for _, v in cv_folds(y, 4, 1)] == [v.tolist() for _, v in folds]
+
+
+# ---------------------------------------------------------------- progress lines
+
+
+def test_progress_printer_shows_count_value_and_best():
+    values = iter([0.3, 0.7, 0.5])
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        return next(values)
+
+    lines: list[str] = []
+    study = in_memory_study()
+    run_trials(study, objective, n_total=3, timeout=None,
+               callbacks=[ProgressPrinter(3, "roc_auc", lines.append)])
+    assert len(lines) == 3
+    for n, line in enumerate(lines, start=1):
+        assert re.search(rf"trial\s+{n}/3\b", line), line
+    assert "roc_auc=0.30000" in lines[0] and "best=0.30000 (trial 0)" in lines[0]
+    assert "roc_auc=0.70000" in lines[1] and "best=0.70000 (trial 1)" in lines[1]
+    assert "roc_auc=0.50000" in lines[2] and "best=0.70000 (trial 1)" in lines[2]
+
+
+def test_progress_printer_counts_failures_before_any_success():
+    lines: list[str] = []
+
+    def objective(trial):
+        trial.suggest_float("x", 0, 1)
+        if trial.number == 0:
+            raise RuntimeError("first one breaks")
+        return 0.5
+
+    study = in_memory_study()
+    run_trials(study, objective, n_total=2, timeout=None,
+               callbacks=[ProgressPrinter(2, "pr_auc", lines.append)])
+    assert "best=none yet" in lines[0] and "failed=1" in lines[0]
+    assert "pr_auc=fail" in lines[0]
+    assert "best=0.50000 (trial 1)" in lines[1] and "failed=1" in lines[1]
+
+
+# ---------------------------------------------------------------- nested MLflow runs
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    experiment_id = setup_experiment(
+        {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "t", "artifact_root": None}
+    )
+    yield experiment_id
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)  # do not leak this test's store into later tests
+
+
+def test_trial_run_logger_creates_one_nested_run_per_trial(tracking, tmp_path, churn_xy):
+    X, y = churn_xy
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    space = {"C": {"type": "categorical", "choices": [1.0, 0.1, -1.0]}}
+    objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
+    study = in_memory_study()
+    for c in (1.0, 0.1, -1.0):
+        study.enqueue_trial({"C": c})
+    with mlflow.start_run(experiment_id=tracking) as parent:
+        logger = TrialRunLogger(tracking, parent.info.run_id, "roc_auc")
+        run_trials(study, objective, n_total=3, timeout=None, callbacks=[logger])
+
+    client = MlflowClient()
+    children = client.search_runs(
+        [tracking], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 3
+    by_name = {run.data.tags["mlflow.runName"]: run for run in children}
+    assert set(by_name) == {"trial-000", "trial-001", "trial-002"}
+    for trial in study.trials:
+        run = by_name[f"trial-{trial.number:03d}"]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.params == {"C": str(trial.params["C"])}
+    for number in (0, 1):
+        run, trial = by_name[f"trial-{number:03d}"], study.trials[number]
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["cv_roc_auc"] == pytest.approx(trial.value)
+        assert run.data.metrics["cv_roc_auc_std"] == pytest.approx(trial.user_attrs["cv_std"])
+    failed = by_name["trial-002"]
+    assert failed.info.status == "FAILED"
+    assert "cv_roc_auc" not in failed.data.metrics
+    assert failed.data.tags["error"] == study.trials[2].user_attrs["error"]
+    assert "'C'" in failed.data.tags["error"]
+    # The parent run itself holds no trial params: only its children do.
+    assert client.get_run(parent.info.run_id).data.params == {}
+
+
+def test_sqlite_storage_folder_is_created(tune_cfg, tmp_path):
+    tune_cfg["storage"] = f"sqlite:///{tmp_path}/new/folder/optuna.db"
+    study = open_study(tune_cfg, "fresh", "maximize")
+    assert study.study_name == "fresh" and (tmp_path / "new" / "folder" / "optuna.db").exists()
