@@ -43,7 +43,7 @@ def small_cfg(store_overrides):
     """The churn config shrunk for tests: few trials and folds, no repeated CV."""
     overrides = [o for o in store_overrides if not o.startswith("hydra.")]
     return compose_config(overrides=[
-        *overrides, "tune=fast", "tune.n_trials=2", "tune.folds=2",
+        *overrides, "tune=fast", "tune.timeout=900", "tune.n_trials=2", "tune.folds=2",
         "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1",
     ])
 

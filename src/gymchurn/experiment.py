@@ -7,9 +7,13 @@ registry version with alias `challenger`.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
+import os
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -55,6 +59,8 @@ def check_config(cfg: DictConfig) -> None:
         raise GymchurnError(f"split.test_size must be between 0 and 1, got {cfg.split.test_size}.")
     if int(cfg.tune.n_trials) < 1:
         raise GymchurnError(f"tune.n_trials must be at least 1, got {cfg.tune.n_trials}.")
+    if int(cfg.workers) < 1:
+        raise GymchurnError(f"workers must be at least 1, got {cfg.workers}.")
     if int(cfg.tune.folds) < 2:
         raise GymchurnError(f"tune.folds must be at least 2, got {cfg.tune.folds}.")
     tuning_metric(cfg.tune.metric)
@@ -95,6 +101,46 @@ def trial_counts(study) -> dict[str, int]:
     }
 
 
+@dataclass
+class TuningJob:
+    """Everything a tuning worker needs; picklable, so extra workers can be processes."""
+
+    cfg: dict
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    study_name: str
+    experiment_id: str
+    parent_run_id: str
+
+    def run(self, worker: int) -> None:
+        """Run trials of the shared study until it holds tune.n_trials finished ones."""
+        cfg = OmegaConf.create(self.cfg)
+        metric = cfg.tune.metric
+        study = open_study(cfg.tune, self.study_name, tuning_metric(metric)[1], worker)
+        columns = list(self.X_train.columns)
+        build = functools.partial(build_pipeline, cfg.features, cfg.model, columns)
+        folds = cv_folds(self.y_train, int(cfg.tune.folds), int(cfg.tune.seed))
+        objective = make_objective(self.X_train, self.y_train, folds, cfg.model.search_space,
+                                   metric, build)
+        prefix = f"[worker {worker}]" if int(cfg.workers) > 1 else ""
+        callbacks = [ProgressPrinter(int(cfg.tune.n_trials), metric,
+                                     lambda line: print(prefix + line, flush=True))]
+        if cfg.tracking.log_trials:
+            callbacks.insert(0, TrialRunLogger(self.experiment_id, self.parent_run_id, metric))
+        run_trials(study, objective, int(cfg.tune.n_trials), cfg.tune.timeout, callbacks)
+
+
+def run_tuning_worker(job: TuningJob, worker: int) -> None:
+    """Entry of an extra worker process (spawned): same study, its own sampler seed."""
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    quiet_libraries()
+    setup_experiment(job.cfg["tracking"])
+    try:
+        job.run(worker)
+    except KeyboardInterrupt:
+        pass  # Optuna has marked the running trial failed; the parent reports the stop
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one churn experiment; return its run id, metrics, threshold and model version."""
     started = time.monotonic()
@@ -111,12 +157,12 @@ def train(cfg: DictConfig) -> dict:
     _, direction = tuning_metric(metric)
     study_name = study_name_for(cfg, digest)
     study = open_study(cfg.tune, study_name, direction)
-    n_total = int(cfg.tune.n_trials)
+    n_total, workers = int(cfg.tune.n_trials), int(cfg.workers)
     already = len(finished_trials(study))
     experiment_id = setup_experiment(cfg.tracking)
-
-    def build(params):
-        return build_pipeline(cfg.features, cfg.model, columns, params)
+    if workers > 1 and cfg.n_jobs * workers > (os.cpu_count() or 1):
+        cfg.n_jobs = max(1, (os.cpu_count() or 1) // workers)  # one thread per core in all
+    build = functools.partial(build_pipeline, cfg.features, cfg.model, columns)
 
     family, features = cfg.model.name, cfg.features.name
     tags = {
@@ -125,40 +171,47 @@ def train(cfg: DictConfig) -> dict:
         "split_seed": str(cfg.split.seed), "study_name": study_name, "git_commit": git_commit(),
     }
     print(f"churn experiment: {family} on '{features}' features, {len(df)} customers "
-          f"({len(X_train)} train / {len(X_test)} holdout)", flush=True)
+          f"({len(X_train)} train / {len(X_test)} holdout), {workers} tuning worker(s)", flush=True)
     if already:
         print(f"resuming study '{study_name}': {already} of {n_total} trials already finished",
               flush=True)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{family}-{features}",
                           tags=tags) as run:
+        extra_workers = []
         try:
             mlflow.log_params({
                 "model_family": family, "feature_set": features, "tune_metric": metric,
                 "n_trials": n_total, "cv_folds": cfg.tune.folds, "test_size": cfg.split.test_size,
                 "split_seed": cfg.split.seed, "threshold_rule": cfg.threshold.rule,
-                "cost_ratio": cfg.threshold.cost_ratio, "n_rows": len(df),
+                "cost_ratio": cfg.threshold.cost_ratio, "n_rows": len(df), "workers": workers,
             })
             mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
             log_table_input(df, cfg.data.name, provenance["path"], digest, target, "training")
 
-            folds = cv_folds(y_train, int(cfg.tune.folds), int(cfg.tune.seed))
-            objective = make_objective(X_train, y_train, folds, cfg.model.search_space, metric,
-                                       build)
-            callbacks = [ProgressPrinter(n_total, metric, lambda s: print(s, flush=True))]
-            if cfg.tracking.log_trials:
-                callbacks.insert(0, TrialRunLogger(experiment_id, run.info.run_id, metric))
             tune_start = time.monotonic()
-            run_trials(study, objective, n_total, cfg.tune.timeout, callbacks)
+            job = TuningJob(OmegaConf.to_container(cfg, resolve=True), X_train, y_train,
+                            study_name, experiment_id, run.info.run_id)
+            spawn = multiprocessing.get_context("spawn")
+            extra_workers = [spawn.Process(target=run_tuning_worker, args=(job, i))
+                             for i in range(1, workers)]
+            for process in extra_workers:
+                process.start()
+            job.run(worker=0)
+            for process in extra_workers:
+                process.join()
             tuning_seconds = time.monotonic() - tune_start
             best = best_trial(study)
-            result = finish_run(cfg, study, best, build, X_train, y_train, X_test, y_test, folds,
-                                tags)
+            result = finish_run(cfg, study, best, build, X_train, y_train, X_test, y_test,
+                                cv_folds(y_train, int(cfg.tune.folds), int(cfg.tune.seed)), tags)
             result.update(run_id=run.info.run_id, experiment_id=experiment_id,
                           study_name=study_name, resumed_trials=already)
             mlflow.log_metrics({"tuning_seconds": tuning_seconds,
                                 "total_seconds": time.monotonic() - started})
         except KeyboardInterrupt:
             # Ctrl-C / SIGTERM: the run says it was killed; the study keeps its trials.
+            for process in extra_workers:
+                process.terminate()  # SIGTERM: the worker fails its running trial and stops
+                process.join()
             mlflow.end_run("KILLED")
             print(f"\ninterrupted: MLflow run {run.info.run_id} marked KILLED; study "
                   f"'{study_name}' keeps {len(finished_trials(study))} finished trials. "

@@ -6,6 +6,8 @@ store layout: `sqlite:///<root>/mlruns/mlflow.db` with artifacts in `<root>/mlru
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import math
 import os
@@ -48,6 +50,25 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
+@contextlib.contextmanager
+def sqlite_init_lock(db: Path | None):
+    """Hold an exclusive lock beside a SQLite file while its schema is created or migrated.
+
+    Two processes that open a new store at once would otherwise both run the migrations
+    (seen: "table _alembic_tmp_tags already exists"). No-op for other databases.
+    """
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def default_artifact_root(uri: str) -> str | None:
     """`<folder of the SQLite file>/artifacts` for a local store; None lets a server decide."""
     db = sqlite_path(uri)
@@ -58,9 +79,7 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
     """Point MLflow at the configured store and return the experiment's id (created if new)."""
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    elif urlparse(uri).scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
+    if db is None and urlparse(uri).scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
         raise GymchurnError(
             f"tracking.uri '{uri}' is not a tracking store MLflow can use here. Use "
             "sqlite:///path/mlflow.db or http://host:port of an MLflow server."
@@ -68,16 +87,18 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
     mlflow.set_tracking_uri(uri)
     name = experiment or tracking_cfg["experiment"]
     artifact_root = tracking_cfg.get("artifact_root") or default_artifact_root(uri)
-    client = MlflowClient()
     try:
-        found = client.get_experiment_by_name(name)
+        with sqlite_init_lock(db):  # the first calls create the tracking and registry tables
+            client = MlflowClient()
+            found = client.get_experiment_by_name(name)
+            client.search_registered_models(max_results=1)
         if found is not None:
             return found.experiment_id
         location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
         return client.create_experiment(name, artifact_location=location)
     except MlflowException as err:
         # Two processes may create the same experiment at once: the loser reads it back.
-        found = client.get_experiment_by_name(name)
+        found = MlflowClient().get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
         raise GymchurnError(f"could not open MLflow store '{uri}': {err.message}") from err

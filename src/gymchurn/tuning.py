@@ -8,8 +8,8 @@ workers can share it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -20,8 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gymchurn.errors import GymchurnError
 from gymchurn.evaluation import tuning_metric
+from gymchurn.tracking import sqlite_init_lock, sqlite_path
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+HEARTBEAT_SECONDS = 10
 
 
 def suggest_params(trial: optuna.Trial, space: Mapping) -> dict:
@@ -84,6 +86,10 @@ def make_objective(
             return cross_validate(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:
+            # Ctrl-C/SIGTERM: Optuna marks the trial failed; it must not use up the budget.
+            trial.set_user_attr("interrupted", True)
+            raise
         except Exception as err:
             # Optuna records the trial as failed but keeps no reason; keep one for the summary.
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
@@ -92,17 +98,31 @@ def make_objective(
     return objective
 
 
-def open_study(tune_cfg: Mapping, study_name: str, direction: str) -> optuna.Study:
-    """Create the study in its storage, or load it if it exists (that is how runs resume)."""
-    sampler = optuna.samplers.TPESampler(seed=int(tune_cfg["seed"]))
+def open_study(
+    tune_cfg: Mapping, study_name: str, direction: str, worker: int = 0
+) -> optuna.Study:
+    """Create the study in its storage, or load it if it exists (that is how runs resume).
+
+    Each worker seeds its sampler differently (seed + worker), so parallel workers explore
+    different points; a single worker (0) is reproducible from the seed.
+    """
+    sampler = optuna.samplers.TPESampler(seed=int(tune_cfg["seed"]) + worker)
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=int(tune_cfg["pruner"]["n_startup_trials"]),
         n_warmup_steps=int(tune_cfg["pruner"]["n_warmup_steps"]),
     )
-    storage = str(tune_cfg["storage"])
-    if storage.startswith("sqlite:///"):
-        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    url = str(tune_cfg["storage"])
+    db = sqlite_path(url)
+    # Several workers write to one SQLite file: wait for its lock instead of failing at once.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if db else {}
     try:
+        with warnings.catch_warnings(), sqlite_init_lock(db):
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # Heartbeats let a rerun mark a killed worker's RUNNING trial as failed.
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=3 * HEARTBEAT_SECONDS,
+            )
         study = optuna.create_study(
             storage=storage, study_name=study_name, direction=direction,
             sampler=sampler, pruner=pruner, load_if_exists=True,
@@ -121,7 +141,9 @@ def open_study(tune_cfg: Mapping, study_name: str, direction: str) -> optuna.Stu
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED)
+    """Trials that count towards tune.n_trials: complete, pruned or failed, not interrupted."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
+            if not t.user_attrs.get("interrupted")]
 
 
 class ProgressPrinter:
@@ -165,8 +187,10 @@ def run_trials(
     def count_this_call(study, trial):  # other workers' trials finish in the same study
         ran.append(trial.number)
 
-    # Trials of other workers count towards the same total, so stop on the study's count.
-    stop_at_total = optuna.study.MaxTrialsCallback(n_total, states=FINISHED)
+    def stop_at_total(study, trial):  # other workers' trials count towards the same total
+        if len(finished_trials(study)) >= n_total:
+            study.stop()
+
     study.optimize(
         objective,
         n_trials=remaining,
