@@ -129,10 +129,11 @@ def log_table_input(df, name: str, source: str, digest: str, target: str | None,
 
 
 class TrialRunLogger:
-    """Optuna callback: one nested MLflow run per finished trial (params, CV score, state).
+    """Optuna callback: one nested MLflow run per finished trial (params, scores, state).
 
     Uses the client API with an explicit parent id, so it also works from worker processes
-    that have no active parent run of their own.
+    that have no active parent run of their own. What a trial logs is `trial_metrics` and
+    `trial_tags`: the churn study's single CV score here; a subclass logs other studies'.
     """
 
     def __init__(self, experiment_id: str, parent_run_id: str, metric: str):
@@ -140,6 +141,19 @@ class TrialRunLogger:
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.metric = metric
+
+    def trial_metrics(self, trial: optuna.trial.FrozenTrial) -> dict[str, float | dict[int, float]]:
+        """name -> value, or name -> {step: value} for a series."""
+        metrics: dict = {}
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # a pruned trial's mean is partial
+            metrics[f"cv_{self.metric}"] = trial.value
+        if "cv_std" in trial.user_attrs:
+            metrics[f"cv_{self.metric}_std"] = trial.user_attrs["cv_std"]
+        metrics[f"cv_{self.metric}_running"] = dict(trial.intermediate_values)
+        return metrics
+
+    def trial_tags(self, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
+        return {"error": trial.user_attrs["error"]} if "error" in trial.user_attrs else {}
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         start_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
@@ -157,19 +171,15 @@ class TrialRunLogger:
         )
         now = end_ms or int(time.time() * 1000)
         metrics = []
-        if trial.state == optuna.trial.TrialState.COMPLETE:  # a pruned trial's mean is partial
-            metrics.append(Metric(f"cv_{self.metric}", trial.value, now, 0))
-        if "cv_std" in trial.user_attrs:
-            metrics.append(Metric(f"cv_{self.metric}_std", trial.user_attrs["cv_std"], now, 0))
-        for step, value in trial.intermediate_values.items():
-            if value is not None and math.isfinite(value):
-                metrics.append(Metric(f"cv_{self.metric}_running", value, now, step))
-        tags = [RunTag("error", trial.user_attrs["error"])] if "error" in trial.user_attrs else []
+        for name, value in self.trial_metrics(trial).items():
+            series = value if isinstance(value, dict) else {0: value}
+            metrics += [Metric(name, float(v), now, step) for step, v in series.items()
+                        if v is not None and math.isfinite(v)]
         self.client.log_batch(
             run.info.run_id,
             metrics=metrics,
             params=[Param(k, str(v)) for k, v in trial.params.items()],
-            tags=tags,
+            tags=[RunTag(k, str(v)) for k, v in self.trial_tags(trial).items()],
         )
         status = "FAILED" if trial.state == optuna.trial.TrialState.FAIL else "FINISHED"
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)

@@ -98,6 +98,20 @@ def make_objective(
     return objective
 
 
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage (SQLite, PostgreSQL, ...) shared safely by several workers."""
+    db = sqlite_path(url)
+    # Several workers write to one SQLite file: wait for its lock instead of failing at once.
+    engine_kwargs = {"connect_args": {"timeout": 60}} if db else {}
+    with warnings.catch_warnings(), sqlite_init_lock(db):
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # Heartbeats let a rerun mark a killed worker's RUNNING trial as failed.
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=3 * HEARTBEAT_SECONDS,
+        )
+
+
 def open_study(
     tune_cfg: Mapping, study_name: str, direction: str, worker: int = 0
 ) -> optuna.Study:
@@ -111,20 +125,10 @@ def open_study(
         n_startup_trials=int(tune_cfg["pruner"]["n_startup_trials"]),
         n_warmup_steps=int(tune_cfg["pruner"]["n_warmup_steps"]),
     )
-    url = str(tune_cfg["storage"])
-    db = sqlite_path(url)
-    # Several workers write to one SQLite file: wait for its lock instead of failing at once.
-    engine_kwargs = {"connect_args": {"timeout": 60}} if db else {}
     try:
-        with warnings.catch_warnings(), sqlite_init_lock(db):
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Heartbeats let a rerun mark a killed worker's RUNNING trial as failed.
-            storage = optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=3 * HEARTBEAT_SECONDS,
-            )
         study = optuna.create_study(
-            storage=storage, study_name=study_name, direction=direction,
+            storage=open_storage(str(tune_cfg["storage"])), study_name=study_name,
+            direction=direction,
             sampler=sampler, pruner=pruner, load_if_exists=True,
         )
     except (ValueError, ImportError, SQLAlchemyError) as err:

@@ -1,0 +1,35 @@
+"""The served segmentation model, in MLflow's "models from code" form (this file is logged as code).
+
+It wraps the fitted segmentation pipeline (saved with skops, which never executes code on load)
+and returns two columns per customer: the segment id and the segment's generated name.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from gymchurn.registry import load_pipeline
+
+SEGMENT_COLUMN = "segment"
+NAME_COLUMN = "segment_name"
+
+
+class CustomerSegmentModel(PythonModel):
+    def load_context(self, context):
+        self.pipeline = load_pipeline(
+            context.artifacts["pipeline"], context.model_config["skops_trusted_types"]
+        )
+        # JSON/YAML keys are strings; segment ids are ints.
+        self.names = {int(k): v for k, v in context.model_config["segment_names"].items()}
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        segments = self.pipeline.predict(model_input).astype("int64")
+        return pd.DataFrame(
+            {SEGMENT_COLUMN: segments, NAME_COLUMN: [self.names[s] for s in segments]},
+            index=model_input.index,
+        )
+
+
+mlflow.models.set_model(CustomerSegmentModel())
