@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -24,5 +25,27 @@ def exit_on_user_error(func: F) -> F:
         except GymchurnError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def raise_keyboard_interrupt(signum, frame):
+    """Signal handler: SIGTERM ends work the way Ctrl-C does (runs marked KILLED, studies kept)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def exit_on_interrupt(func: F) -> F:
+    """Treat SIGTERM like Ctrl-C, and end either with exit code 130 instead of a traceback.
+
+    The work itself reports what it kept (see experiment.train); this only ends the process.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]

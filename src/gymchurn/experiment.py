@@ -27,7 +27,7 @@ from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_predict, 
 from gymchurn import churn_model
 from gymchurn.config import CONFIG_DIR, register_resolvers
 from gymchurn.data import feature_columns, load_customers, table_digest
-from gymchurn.errors import GymchurnError, exit_on_user_error
+from gymchurn.errors import GymchurnError, exit_on_interrupt, exit_on_user_error, raise_keyboard_interrupt
 from gymchurn.evaluation import choose_threshold, classification_metrics, tuning_metric
 from gymchurn.pipeline import build_pipeline
 from gymchurn.plots import classifier_figures, importance_figure, optuna_figures
@@ -132,7 +132,7 @@ class TuningJob:
 
 def run_tuning_worker(job: TuningJob, worker: int) -> None:
     """Entry of an extra worker process (spawned): same study, its own sampler seed."""
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     quiet_libraries()
     setup_experiment(job.cfg["tracking"])
     try:
@@ -337,22 +337,14 @@ def print_summary(result: dict, cfg: DictConfig) -> None:
     print("\n".join(rows), flush=True)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 register_resolvers()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
 @exit_on_user_error
+@exit_on_interrupt
 def main(cfg: DictConfig) -> None:
-    # SIGTERM ends a run the way Ctrl-C does: marked KILLED, the study kept for resuming.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        train(cfg)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    train(cfg)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ portraits, names, scores, plots -> MLflow run (nested trial runs) -> registry ve
 
 from __future__ import annotations
 
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from gymchurn import segment_model
 from gymchurn.config import CONFIG_DIR, register_resolvers
 from gymchurn.data import feature_columns, load_customers, table_digest
-from gymchurn.errors import GymchurnError, exit_on_user_error
+from gymchurn.errors import GymchurnError, exit_on_interrupt, exit_on_user_error
 from gymchurn.registry import log_pipeline_model, register_version
 from gymchurn.segmentation import (
     COLUMN_SUBSET_PARAM,
@@ -342,22 +341,14 @@ def print_summary(result: dict, cfg: DictConfig) -> None:
     print("\n".join(rows), flush=True)
 
 
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 register_resolvers()
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="segment", version_base="1.3")
 @exit_on_user_error
+@exit_on_interrupt
 def main(cfg: DictConfig) -> None:
-    # SIGTERM ends a run the way Ctrl-C does: marked KILLED, the study kept for resuming.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    try:
-        run_segmentation(cfg)
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    run_segmentation(cfg)
 
 
 if __name__ == "__main__":

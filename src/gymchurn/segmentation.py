@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError  # noqa: E402
 
 from gymchurn.errors import GymchurnError  # noqa: E402
 from gymchurn.tracking import TrialRunLogger  # noqa: E402
-from gymchurn.tuning import finished_trials, open_storage, suggest_params  # noqa: E402
+from gymchurn.tuning import finished_trials, open_storage, recording_failures, suggest_params  # noqa: E402
 
 COLUMN_SUBSET_PARAM = "column_subset"  # the Optuna parameter that chooses the clustered columns
 
@@ -258,19 +258,7 @@ def make_objective(
         trial.set_user_attr("repeat_of", None)
         return [scores[name] for name in objectives]
 
-    def objective(trial: optuna.Trial) -> list[float]:
-        try:
-            return evaluate(trial)
-        except KeyboardInterrupt:
-            # Ctrl-C/SIGTERM: Optuna marks the trial failed; it must not use up the budget.
-            trial.set_user_attr("interrupted", True)
-            raise
-        except Exception as err:
-            # Optuna records the trial as failed but keeps no reason; keep one for the summary.
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
-            raise
-
-    return objective
+    return recording_failures(evaluate)
 
 
 def _same_params_done(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:

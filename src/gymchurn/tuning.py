@@ -81,17 +81,25 @@ def make_objective(
         trial.set_user_attr("cv_std", float(np.std(scores)))
         return float(np.mean(scores))
 
-    def objective(trial: optuna.Trial) -> float:
+    return recording_failures(cross_validate)
+
+
+def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
+    """Wrap an objective so a failed trial keeps its reason and an interrupted one is marked.
+
+    Optuna records both as failed but keeps no reason; the reason goes to the summary and
+    MLflow, and an interrupted trial does not use up the budget (see finished_trials).
+    """
+
+    def objective(trial: optuna.Trial):
         try:
-            return cross_validate(trial)
+            return evaluate(trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
-            # Ctrl-C/SIGTERM: Optuna marks the trial failed; it must not use up the budget.
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as err:
-            # Optuna records the trial as failed but keeps no reason; keep one for the summary.
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             raise
 
