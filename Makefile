@@ -10,14 +10,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST := 127.0.0.1
 PORT ?= 5000
+SERVE_PORT ?= 5001
 STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
 
 # Config groups and keys that may be given as make variables.
-OVERRIDE_VARS := model features tune data tracking experiment threshold seed workers
+OVERRIDE_VARS := model features tune data tracking experiment threshold seed workers clustering \
+	input output reasons version force model_name reason
 OVERRIDES = $(foreach v,$(OVERRIDE_VARS),$(if $($(v)),$(v)=$($(v)))) $(args)
 
 .DEFAULT_GOAL := help
-.PHONY: help install experiment compare ui test test-fast lint clean-outputs
+.PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
+	promote rollback predict serve
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
@@ -35,6 +38,21 @@ experiment: $(STAMP) ## tune, evaluate, track and register a churn model: model=
 
 compare: $(STAMP) ## run every model family and print one leaderboard: features=... tune=...
 	$(BIN)/python -m gymchurn.compare $(OVERRIDES)
+
+segment: $(STAMP) ## tune, describe, track and register customer segments: clustering=kmeans tune=default
+	$(BIN)/python -m gymchurn.segment $(OVERRIDES)
+
+promote: $(STAMP) ## move @champion to the challenger if it is better on the same holdout: model_name=... version=N force=true
+	$(BIN)/python -m gymchurn.promote $(OVERRIDES)
+
+rollback: $(STAMP) ## move @champion back to @previous-champion: model_name=...
+	$(BIN)/python -m gymchurn.promote action=rollback $(OVERRIDES)
+
+predict: $(STAMP) ## score customers with the champion: input=new.csv output=scores.csv reasons=flagged|all|none
+	$(BIN)/python -m gymchurn.predict $(OVERRIDES)
+
+serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0.0.1:5001/invocations
+	PATH=$(CURDIR)/$(BIN):$$PATH MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m models:/gym-churn-classifier@champion --env-manager local --host $(HOST) --port $(SERVE_PORT)
 
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow server --backend-store-uri $(STORE) --artifacts-destination $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(PORT)

@@ -109,3 +109,109 @@ def register_version(model_uri: str, name: str, tags: Mapping, alias: str | None
     if alias:
         MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version
+
+
+# ---------------------------------------------------------------- reading the registry
+# Used by promotion, batch scoring and serving: every lookup a user can get wrong (a model
+# name, an alias, a version number) ends in a GymchurnError naming what exists instead.
+
+
+def registered_model(name: str):
+    """The registered model `name`, or an error listing the models that are registered."""
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise GymchurnError(f"could not read the model registry: {err.message}") from err
+    names = sorted(m.name for m in client.search_registered_models())
+    known = ", ".join(names) if names else "none yet (run `make experiment` first)"
+    raise GymchurnError(
+        f"no registered model named '{name}' in {mlflow.get_tracking_uri()}. "
+        f"Registered models: {known}."
+    )
+
+
+def resolve_version(name: str, alias: str | None = None, version: str | int | None = None):
+    """The ModelVersion given by an explicit `version` number, else by `alias`.
+
+    Raises a GymchurnError that names the aliases and versions that do exist.
+    """
+    model = registered_model(name)
+    client = MlflowClient()
+    aliases = {alias: str(v) for alias, v in (model.aliases or {}).items()}
+    if version is not None:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        if str(version).strip().isdigit() and int(version) in versions:
+            return client.get_model_version(name, str(int(version)))
+        raise GymchurnError(
+            f"'{name}' has no version {version}. Versions: {versions or 'none'}."
+        )
+    if alias in aliases:
+        return client.get_model_version(name, aliases[alias])
+    shown = ", ".join(f"@{a} -> {v}" for a, v in sorted(aliases.items())) or "none"
+    raise GymchurnError(
+        f"'{name}' has no version with alias @{alias}. Aliases: {shown}. "
+        "Give a version (version=N), or promote one first (`make promote`)."
+    )
+
+
+def alias_versions(name: str) -> dict[str, str]:
+    """alias -> version number (as text) of a registered model (empty if it has none)."""
+    return {alias: str(v) for alias, v in (registered_model(name).aliases or {}).items()}
+
+
+def newest_version(name: str):
+    """The highest version number of `name`, or None."""
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def load_version(name: str, version: str | int):
+    """Load a registered version as a pyfunc model (the object `mlflow models serve` uses)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = f"models:/{name}/{version}"
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError, ImportError) as err:
+        message = getattr(err, "message", None) or str(err)
+        raise GymchurnError(f"could not load {uri}: {message}") from err
+
+
+def load_fitted_pipeline(name: str, version: str | int):
+    """(fitted sklearn pipeline, decision threshold) of a registered churn classifier version."""
+    model = load_version(name, version).unwrap_python_model()
+    pipeline = getattr(model, "pipeline", None)
+    if pipeline is None or not hasattr(pipeline, "predict_proba"):
+        raise GymchurnError(
+            f"{name} version {version} is not a churn classifier (its model is "
+            f"{type(model).__name__}). Use model_name=gym-churn-classifier."
+        )
+    return pipeline, float(model.threshold)
+
+
+def set_alias(name: str, alias: str, version: str | int | None) -> None:
+    """Point `alias` at `version`, or remove the alias when `version` is None."""
+    client = MlflowClient()
+    if version is None:
+        if alias in alias_versions(name):
+            client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, str(version))
+
+
+def open_registry(tracking_cfg: Mapping) -> None:
+    """Point MLflow at the configured store for reading; a local store must already exist
+    (scoring and promotion never create an empty one by accident)."""
+    from gymchurn.tracking import sqlite_path
+
+    uri = str(tracking_cfg["uri"])
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise GymchurnError(
+            f"no MLflow store at {db}: run `make experiment` first, or set tracking.uri=..."
+        )
+    mlflow.set_tracking_uri(uri)

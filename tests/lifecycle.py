@@ -1,0 +1,141 @@
+"""Registered models for the lifecycle tests (promote, predict, serve), trained once per session.
+
+`trained_store` trains three small churn versions into one session temp store; each test copies
+its SQLite file (`copy_store`) so the registry changes one test makes never reach another. The
+artifacts stay where they are: tests only read them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from sklearn.cluster import KMeans
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from gymchurn import segment_model
+from gymchurn.config import compose_config
+from gymchurn.data import make_synthetic_customers
+from gymchurn.experiment import train
+from gymchurn.registry import log_pipeline_model, register_version
+
+CLASSIFIER = "gym-churn-classifier"
+SEGMENTATION = "gym-churn-segmentation"
+_SESSION: dict = {}
+
+# Version 1: lgbm on engineered features; 2: logreg on raw columns (both split seed 42, so the
+# same holdout); 3: logreg on engineered features with split seed 7 (another holdout).
+VERSIONS = [
+    ["model=lgbm", "features=engineered"],
+    ["model=logreg", "features=raw"],
+    ["model=logreg", "features=engineered", "split.seed=7"],
+]
+
+
+def store_overrides(root: Path) -> list[str]:
+    return [
+        f"data.path={root / 'customers.csv'}", "data.shared_path=null", "data.url=null",
+        f"tracking.uri=sqlite:///{root}/mlflow.db",
+    ]
+
+
+def trained_store(tmp_path_factory) -> Path:
+    """A folder with customers.csv and mlflow.db holding versions 1-3 of the classifier."""
+    if "root" not in _SESSION:
+        root = tmp_path_factory.mktemp("lifecycle")
+        make_synthetic_customers(600, seed=7).to_csv(root / "customers.csv", index=False)
+        for overrides in VERSIONS:
+            cfg = compose_config(overrides=[
+                *store_overrides(root), f"tune.storage=sqlite:///{root}/optuna.db",
+                "tune=fast", "tune.n_trials=2", "tune.folds=2", "evaluation.repeated_cv_repeats=0",
+                "evaluation.permutation_repeats=1", *overrides,
+            ])
+            train(cfg)
+        mlflow.set_tracking_uri(None)
+        _SESSION["root"] = root
+    return _SESSION["root"]
+
+
+def copy_store(root: Path, dest: Path) -> list[str]:
+    """Copy the trained store's database into `dest`; return the overrides that use it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "mlflow.db", dest / "mlflow.db")
+    return [
+        f"data.path={root / 'customers.csv'}", "data.shared_path=null", "data.url=null",
+        f"tracking.uri=sqlite:///{dest}/mlflow.db",
+    ]
+
+
+def registry_snapshot(uri: str) -> dict:
+    """Every registered model's aliases and every version's tags: equal before/after = unchanged."""
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    return {
+        m.name: (dict(m.aliases), {v.version: dict(v.tags)
+                                   for v in client.search_model_versions(f"name='{m.name}'")})
+        for m in client.search_registered_models()
+    }
+
+
+def register_segmentation(customers: pd.DataFrame, n_segments: int, tags: dict) -> str:
+    """Register a small k-means segmentation version the way segment.py does (segment_model.py
+    pyfunc); return its version number."""
+    X = customers.drop(columns="Churn").astype("float64")
+    pipeline = make_pipeline(StandardScaler(), KMeans(n_segments, n_init=3, random_state=0)).fit(X)
+    names = {s: f"segment {s}" for s in range(n_segments)}
+    example = X.head(5)
+    predicted = pipeline.predict(example).astype("int64")
+    output = pd.DataFrame({"segment": predicted, "segment_name": [names[s] for s in predicted]})
+    info = log_pipeline_model(
+        pipeline, Path(segment_model.__file__), example, output,
+        model_config={"segment_names": {str(s): n for s, n in names.items()},
+                      "feature_columns": list(X.columns)},
+    )
+    return register_version(info.model_uri, SEGMENTATION, tags, "challenger").version
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_module(module: str, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *overrides], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_modules(module: str, runs: list[list[str]], timeout: float = 300):
+    """Run `python -m module` once per override list, all at once (most of each run is start-up
+    time), and return their CompletedProcess results in order."""
+    procs = [subprocess.Popen([sys.executable, "-m", module, *overrides], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for overrides in runs]
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return results
+
+
+def new_customers(n: int = 40, seed: int = 11) -> pd.DataFrame:
+    """Customers to score: no target, a text id that must come back exactly as written."""
+    df = make_synthetic_customers(n, seed=seed).drop(columns="Churn")
+    df.insert(0, "customer_id", [f"{i:03d}" for i in range(n)])  # leading zeros: text ids
+    return df
+
+
+def assert_no_partial_files(folder: Path) -> None:
+    leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".part")]
+    assert not leftovers, leftovers
+

@@ -1,0 +1,133 @@
+"""Real servers on 127.0.0.1: `mlflow models serve` of the champion (what `make serve` runs) and
+the tracking server (what `make ui` runs), each started on a free port, waited for with a
+bounded timeout, queried over HTTP and always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from gymchurn.config import PROJECT_ROOT, compose_config
+from gymchurn.data import SCHEMA_ORDER
+from gymchurn.predict import score
+from tests.lifecycle import CLASSIFIER, copy_store, free_port, new_customers, trained_store
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+STARTUP_TIMEOUT = 180  # seconds; a loaded 2-core machine starts MLflow slowly
+
+
+@contextmanager
+def running(command: list[str], port: int, log: Path, env: dict | None = None):
+    """Start `command` in its own process group, wait until /health answers, stop it after."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in {STARTUP_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def make_dry_run(target: str) -> str:
+    done = subprocess.run(["make", "-n", target], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout
+
+
+@pytest.fixture
+def store(tmp_path_factory, tmp_path):
+    overrides = copy_store(trained_store(tmp_path_factory), tmp_path / "store")
+    mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
+    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
+    return overrides
+
+
+def test_served_champion_answers_like_make_predict(store, tmp_path):
+    command = make_dry_run("serve")
+    assert "models serve -m models:/gym-churn-classifier@champion" in command
+    assert "--env-manager local" in command and "--host 127.0.0.1" in command
+    assert f"PATH={PROJECT_ROOT}/.venv/bin:" in command
+
+    customers = new_customers(6)
+    customers.to_csv(tmp_path / "new.csv", index=False)
+    score(compose_config("predict", overrides=[
+        *store, f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'scores.csv'}",
+        "reasons=none"]), printer=lambda line: None)
+    expected = pd.read_csv(tmp_path / "scores.csv")["churn_probability"].to_numpy()
+
+    port = free_port()
+    # As `make serve`: the venv's bin on PATH, since MLflow starts its server as `uvicorn`.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store[-1].split("=", 1)[1],
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{CLASSIFIER}@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with running(serve, port, tmp_path / "serve.log", env) as url:
+        rows = customers[SCHEMA_ORDER[:-1]].astype("float64")
+        payload = {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
+        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        assert response.status_code == 200, response.text
+        served = [p["churn_probability"] for p in response.json()["predictions"]]
+        np.testing.assert_allclose(served, expected, rtol=1e-12)
+
+        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {
+            "columns": ["Age"], "data": [[30.0]]}}, timeout=60)
+        assert bad.status_code == 400 and "missing" in bad.text.lower()
+
+
+def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
+    command = make_dry_run("ui")
+    assert "mlflow server --backend-store-uri" in command and "--host 127.0.0.1" in command
+
+    port = free_port()
+    server = [str(BIN / "mlflow"), "server", "--backend-store-uri", store[-1].split("=", 1)[1],
+              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+              "--port", str(port)]
+    with running(server, port, tmp_path / "ui.log") as url:
+        api = f"{url}/api/2.0/mlflow"
+        experiment = requests.get(f"{api}/experiments/get-by-name",
+                                  params={"experiment_name": "gym-churn"}, timeout=30).json()
+        experiment_id = experiment["experiment"]["experiment_id"]
+        found = requests.post(f"{api}/runs/search", timeout=30, json={
+            "experiment_ids": [experiment_id], "filter": "tags.run_type = 'churn'",
+            "order_by": ["metrics.test_roc_auc DESC"]}).json()["runs"]
+        names = sorted(r["info"]["run_name"] for r in found)
+        assert names == ["lgbm-engineered", "logreg-engineered", "logreg-raw"]
+        for run in found:
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            assert {"model_family", "feature_set", "tuned_metric", "data_digest"} <= set(tags)
+            assert any(m["key"] == "test_roc_auc" for m in run["data"]["metrics"])
+
+        champion = requests.get(f"{api}/registered-models/alias", timeout=30, params={
+            "name": CLASSIFIER, "alias": "champion"}).json()["model_version"]
+        assert champion["version"] == "1"
+        assert champion["run_id"] in {r["info"]["run_id"] for r in found}
