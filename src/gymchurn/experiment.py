@@ -38,7 +38,7 @@ from gymchurn.tracking import (
     log_table_input,
     quiet_libraries,
     setup_experiment,
-    ui_hint,
+    summary_footer,
 )
 from gymchurn.tuning import (
     ProgressPrinter,
@@ -328,11 +328,7 @@ def print_summary(result: dict, cfg: DictConfig) -> None:
             f" CV: roc_auc {m['rcv_roc_auc_mean']:.4f} ± {m['rcv_roc_auc_std']:.4f}, "
             f"accuracy {m['rcv_accuracy_mean']:.4f} ± {m['rcv_accuracy_std']:.4f}"
         )
-    if result["model_version"]:
-        rows.append(f"registry   {cfg.registry.model_name} version {result['model_version']}"
-                    f"  alias @{cfg.registry.alias}")
-    rows.append(f"run        {result['run_id']}  (experiment '{cfg.tracking.experiment}')")
-    rows += ui_hint(result["experiment_id"], result["run_id"])
+    rows += summary_footer(result, cfg.registry, cfg.tracking.experiment)
     rows.append(line)
     print("\n".join(rows), flush=True)
 

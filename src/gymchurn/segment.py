@@ -49,7 +49,13 @@ from gymchurn.segmentation import (
     study_name_for,
     trial_counts,
 )
-from gymchurn.tracking import git_commit, log_table_input, quiet_libraries, setup_experiment, ui_hint
+from gymchurn.tracking import (
+    git_commit,
+    log_table_input,
+    quiet_libraries,
+    setup_experiment,
+    summary_footer,
+)
 from gymchurn.tuning import finished_trials, run_trials
 
 # Logged under these keys for every algorithm.
@@ -332,11 +338,7 @@ def print_summary(result: dict, cfg: DictConfig) -> None:
         rows.append(f"WARNING    stability is below selection.min_stability {s.min_stability}: no "
                     f"candidate checked ({len(result['selection'])}) met the requirements and "
                     "reached it.")
-    if result["model_version"]:
-        rows.append(f"registry   {cfg.registry.model_name} version {result['model_version']}"
-                    f"  alias @{cfg.registry.alias}")
-    rows.append(f"run        {result['run_id']}  (experiment '{cfg.tracking.experiment}')")
-    rows += ui_hint(result["experiment_id"], result["run_id"])
+    rows += summary_footer(result, cfg.registry, cfg.tracking.experiment)
     rows.append(line)
     print("\n".join(rows), flush=True)
 

@@ -194,3 +194,13 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
         "open:   make ui   (MLflow UI on this store), then",
         f"        http://127.0.0.1:{UI_PORT}/#/experiments/{experiment_id}/runs/{run_id}",
     ]
+
+
+def summary_footer(result: Mapping, registry_cfg: Mapping, experiment: str) -> list[str]:
+    """Closing lines of every experiment's summary: registered version, run id, UI link."""
+    rows = []
+    if result["model_version"]:
+        rows.append(f"registry   {registry_cfg['model_name']} version {result['model_version']}"
+                    f"  alias @{registry_cfg['alias']}")
+    rows.append(f"run        {result['run_id']}  (experiment '{experiment}')")
+    return rows + ui_hint(result["experiment_id"], result["run_id"])
