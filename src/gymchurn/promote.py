@@ -207,7 +207,7 @@ def record(cfg: DictConfig, name: str, decision: str, candidate, champion, reaso
     """Write the decision as `promotion.*` tags on the versions involved and as an MLflow run."""
     user = who(cfg)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    experiment_id = setup_experiment(cfg.tracking, experiment=str(cfg.experiment))
+    experiment_id = setup_experiment(cfg.tracking, experiment=str(cfg.record_experiment))
     run_tags = {
         "model_name": name, "decision": decision, "forced": str(decision == "forced").lower(),
         "user": user, "candidate_version": str(candidate.version),
@@ -310,7 +310,7 @@ def promote(cfg: DictConfig, printer=print) -> dict:
         after = f"@champion stays at v{champion.version}"
     printer(f"decision: {decision.upper()}: {reason}. {after}")
     printer(f"recorded: promotion.* tags on v{candidate.version}; run {run_id} in experiment "
-            f"'{cfg.experiment}'")
+            f"'{cfg.record_experiment}'")
     return {"decision": decision, "reason": reason, "run_id": run_id, "aliases": alias_versions(name),
             "comparison": comparison}
 
@@ -325,7 +325,8 @@ def rollback(cfg: DictConfig, printer=print) -> dict:
     if PREVIOUS not in aliases:
         raise GymchurnError(
             f"'{name}' has no @{PREVIOUS}: there is nothing to roll back to. "
-            f"Aliases: {aliases or 'none'}. Use `make promote version=N force=true` instead."
+            f"Aliases: {', '.join(f'@{a} -> v{v}' for a, v in sorted(aliases.items())) or 'none'}. "
+            "Use `make promote version=N force=true` instead."
         )
     previous = resolve_version(name, alias=PREVIOUS)
     champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
@@ -336,7 +337,7 @@ def rollback(cfg: DictConfig, printer=print) -> dict:
     set_alias(name, PREVIOUS, champion.version if champion else None)
     printer(f"decision: ROLLBACK: @champion -> v{previous.version}"
             + (f", @previous-champion -> v{champion.version}" if champion else ""))
-    printer(f"recorded: run {run_id} in experiment '{cfg.experiment}'")
+    printer(f"recorded: run {run_id} in experiment '{cfg.record_experiment}'")
     return {"decision": "rollback", "run_id": run_id, "aliases": alias_versions(name)}
 
 
