@@ -73,6 +73,15 @@ def copy_store(root: Path, dest: Path) -> list[str]:
     ]
 
 
+def store_with_champion(tmp_path_factory, dest: Path) -> list[str]:
+    """A private copy of the trained registry with @champion on version 1 (lgbm, engineered);
+    MLflow points at it. Returns the overrides that use it."""
+    overrides = copy_store(trained_store(tmp_path_factory), dest)
+    mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
+    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
+    return overrides
+
+
 def registry_snapshot(uri: str) -> dict:
     """Every registered model's aliases and every version's tags: equal before/after = unchanged."""
     mlflow.set_tracking_uri(uri)

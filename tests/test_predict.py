@@ -15,22 +15,17 @@ from gymchurn.registry import load_fitted_pipeline
 from tests.lifecycle import (
     CLASSIFIER,
     assert_no_partial_files,
-    copy_store,
     new_customers,
     register_segmentation,
     registry_snapshot,
     run_modules,
-    trained_store,
+    store_with_champion,
 )
 
 
 @pytest.fixture
 def store(tmp_path_factory, tmp_path):
-    """A private copy of the trained registry with @champion on version 1 (lgbm, engineered)."""
-    overrides = copy_store(trained_store(tmp_path_factory), tmp_path / "store")
-    mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
-    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
-    return overrides
+    return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
 def predict(store, *overrides):

@@ -12,17 +12,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import requests
-from mlflow.tracking import MlflowClient
 
 from gymchurn.config import PROJECT_ROOT, compose_config
 from gymchurn.data import SCHEMA_ORDER
 from gymchurn.predict import score
-from tests.lifecycle import CLASSIFIER, copy_store, free_port, new_customers, trained_store
+from tests.lifecycle import CLASSIFIER, free_port, new_customers, store_with_champion
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -66,10 +64,7 @@ def make_dry_run(target: str) -> str:
 
 @pytest.fixture
 def store(tmp_path_factory, tmp_path):
-    overrides = copy_store(trained_store(tmp_path_factory), tmp_path / "store")
-    mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
-    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
-    return overrides
+    return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
 def test_served_champion_answers_like_make_predict(store, tmp_path):
