@@ -20,7 +20,7 @@ OVERRIDES = $(foreach v,$(OVERRIDE_VARS),$(if $($(v)),$(v)=$($(v)))) $(args)
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
-	promote rollback predict serve
+	promote rollback predict serve report
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
@@ -50,6 +50,9 @@ rollback: $(STAMP) ## move @champion back to @previous-champion: model_name=...
 
 predict: $(STAMP) ## score customers with the champion: input=new.csv output=scores.csv reasons=flagged|all|none
 	$(BIN)/python -m gymchurn.predict $(OVERRIDES)
+
+report: $(STAMP) ## retention-strategy report from both @champion models -> experiments/retention-strategy/
+	$(BIN)/python -m gymchurn.report $(OVERRIDES)
 
 serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0.0.1:5001/invocations
 	PATH=$(CURDIR)/$(BIN):$$PATH MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m models:/gym-churn-classifier@champion --env-manager local --host $(HOST) --port $(SERVE_PORT)

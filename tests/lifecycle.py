@@ -25,6 +25,7 @@ from gymchurn.config import compose_config
 from gymchurn.data import make_synthetic_customers
 from gymchurn.experiment import train
 from gymchurn.registry import log_pipeline_model, register_version
+from gymchurn.tracking import setup_experiment
 
 CLASSIFIER = "gym-churn-classifier"
 SEGMENTATION = "gym-churn-segmentation"
@@ -95,18 +96,22 @@ def registry_snapshot(uri: str) -> dict:
 
 def register_segmentation(customers: pd.DataFrame, n_segments: int, tags: dict) -> str:
     """Register a small k-means segmentation version the way segment.py does (segment_model.py
-    pyfunc); return its version number."""
+    pyfunc); return its version number. The model is logged in a run of an experiment whose
+    artifacts live beside the current store (MLflow's Default experiment would write them to
+    ./mlruns, the repo's own store)."""
     X = customers.drop(columns="Churn").astype("float64")
     pipeline = make_pipeline(StandardScaler(), KMeans(n_segments, n_init=3, random_state=0)).fit(X)
     names = {s: f"segment {s}" for s in range(n_segments)}
     example = X.head(5)
     predicted = pipeline.predict(example).astype("int64")
     output = pd.DataFrame({"segment": predicted, "segment_name": [names[s] for s in predicted]})
-    info = log_pipeline_model(
-        pipeline, Path(segment_model.__file__), example, output,
-        model_config={"segment_names": {str(s): n for s, n in names.items()},
-                      "feature_columns": list(X.columns)},
-    )
+    experiment_id = setup_experiment({"uri": mlflow.get_tracking_uri()}, SEGMENTATION)
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = log_pipeline_model(
+            pipeline, Path(segment_model.__file__), example, output,
+            model_config={"segment_names": {str(s): n for s, n in names.items()},
+                          "feature_columns": list(X.columns)},
+        )
     return register_version(info.model_uri, SEGMENTATION, tags, "challenger").version
 
 

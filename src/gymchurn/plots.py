@@ -50,12 +50,13 @@ def classifier_figures(y_true, proba, threshold: float, label: str) -> dict[str,
     return figures
 
 
-def importance_figure(importance: pd.DataFrame, title: str) -> plt.Figure:
+def importance_figure(importance: pd.DataFrame, title: str,
+                      xlabel: str = "drop in holdout ROC AUC when the column is shuffled") -> plt.Figure:
     """Horizontal bars of `importance_mean` with `importance_std` error bars, largest on top."""
     data = importance.sort_values("importance_mean")
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(data) + 1.2))
     ax.barh(data["feature"], data["importance_mean"], xerr=data["importance_std"], color="#4c72b0")
-    ax.set_xlabel("drop in holdout ROC AUC when the column is shuffled")
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
     fig.tight_layout()
     return fig

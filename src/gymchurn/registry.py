@@ -169,6 +169,21 @@ def newest_version(name: str):
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
+def alias_or_newest(name: str, alias: str):
+    """(ModelVersion, how it was chosen): the version `alias` points at, else the newest one.
+
+    Readers (the report) fall back to the newest version so a first run works before any
+    promotion; the note says so, because the newest is not necessarily the best.
+    """
+    registered_model(name)  # a clear error when the model does not exist at all
+    if alias in alias_versions(name):
+        return resolve_version(name, alias=alias), f"@{alias}"
+    version = newest_version(name)
+    if version is None:
+        raise GymchurnError(f"'{name}' is registered but has no versions.")
+    return version, f"the newest version: no @{alias} yet (`make promote` sets one)"
+
+
 def load_version(name: str, version: str | int):
     """Load a registered version as a pyfunc model (the object `mlflow models serve` uses)."""
     from mlflow.exceptions import MlflowException

@@ -1,0 +1,229 @@
+"""`make report` end to end: registered models in a temp store -> report.html / report.md /
+figures -> an MLflow run; the HTML checked as a file and in a real headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+
+import matplotlib.image
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from gymchurn.config import compose_config
+from gymchurn.errors import GymchurnError
+from gymchurn.report import make_report
+from gymchurn.tracking import setup_experiment
+from tests.lifecycle import (
+    CLASSIFIER,
+    copy_store,
+    register_segmentation,
+    run_module,
+    trained_store,
+)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """One report built by `python -m gymchurn.report` from a store with @champion classifier
+    version 1 and a segmentation that has no champion (the report must fall back and say so)."""
+    root = trained_store(tmp_path_factory)
+    folder = tmp_path_factory.mktemp("report")
+    overrides = copy_store(root, folder / "store")
+    uri = overrides[-1].split("=", 1)[1]
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
+    customers = pd.read_csv(root / "customers.csv")
+    register_segmentation(customers, 3, {"clustered_columns": "Lifetime,Contract_period"})
+    mlflow.set_tracking_uri(None)
+    out = folder / "out"
+    result = run_module("gymchurn.report", *overrides, f"output_dir={out}", "permutation_repeats=2")
+    return {"result": result, "out": out, "uri": uri}
+
+
+def test_report_writes_html_markdown_figures_and_an_mlflow_run(report):
+    result, out = report["result"], report["out"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gym-churn-classifier version 1 @champion" in result.stdout
+    assert "newest version: no @champion yet" in result.stdout  # the segmentation's fallback
+    md = (out / "report.md").read_text()
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert [h.split(". ", 1)[1] for h in headings] == [
+        "Data at a glance", "Predicting churn", "What drives churn", "Customer portraits",
+        "Recommendations"]
+    linked = {line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")}
+    files = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
+    assert linked == files and len(files) >= 10
+    assert not list(out.parent.glob(".out.*"))  # no staging folder left behind
+
+    mlflow.set_tracking_uri(report["uri"])
+    runs = mlflow.search_runs(experiment_names=["gym-churn-report"], output_format="list")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    run = runs[0]
+    assert run.data.tags["classifier_version"] == "1"
+    assert run.data.metrics["data.n_customers"] == 600
+    logged = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/figures"} <= logged
+    assert run.info.run_id in result.stdout
+
+
+class _Checker(HTMLParser):
+    """Collects what a self-contained, well-formed page must not have."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr", "area", "base"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.problems, self.images, self.doctype = [], [], [], False
+
+    def handle_decl(self, decl):
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "link", "iframe", "object", "embed"):
+            self.problems.append(f"<{tag}> element")
+        for name, value in attrs:
+            if value and name in ("src", "href", "srcset", "action", "data") and not (
+                    value.startswith("data:") or value.startswith("#")):
+                self.problems.append(f"{tag} {name}={value[:60]}")
+        if tag == "img":
+            self.images.append(dict(attrs).get("src", ""))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if "url(" in data or "@import" in data:
+            self.problems.append(f"CSS fetch: {data.strip()[:60]}")
+
+
+def test_html_is_well_formed_and_self_contained(report):
+    html = (report["out"] / "report.html").read_text()
+    checker = _Checker()
+    checker.feed(html)
+    checker.close()
+    assert checker.doctype and not checker.stack and not checker.problems, checker.problems
+    assert len(checker.images) >= 10
+    for src in checker.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in html and "https://" not in html
+
+
+def test_report_without_any_registered_model_says_run_make_experiment(tmp_path, customers_csv):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    setup_experiment({"uri": uri}, "gym-churn")  # a store, but no registered model
+    out = tmp_path / "out"
+    cfg = compose_config("report", overrides=[
+        f"tracking.uri={uri}", f"data.path={customers_csv}", "data.shared_path=null",
+        "data.url=null", f"output_dir={out}"])
+    with pytest.raises(GymchurnError, match="run `make experiment` first"):
+        make_report(cfg)
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    assert mlflow.search_runs(experiment_names=["gym-churn-report"]).empty
+
+
+def test_a_what_if_outside_the_data_rules_is_refused_before_any_work(tmp_path):
+    cfg = compose_config("report", overrides=[
+        f"tracking.uri=sqlite:///{tmp_path}/none.db", f"output_dir={tmp_path / 'out'}",
+        "what_if=[{name: younger, set: {Age: -5}}]",
+    ])
+    with pytest.raises(GymchurnError, match="what-if 'younger' sets Age=-5"):
+        make_report(cfg)
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- a real browser
+
+
+class DevTools:
+    """The least of the Chrome DevTools protocol: send a command, collect events."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=30)
+        self.next_id, self.events = 0, []
+
+    def send(self, method: str, **params) -> dict:
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv())
+            if message.get("id") == self.next_id:
+                assert "error" not in message, message
+                return message["result"]
+            self.events.append(message)
+
+    def wait_for(self, method: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(e.get("method") == method for e in self.events):
+            assert time.monotonic() < deadline, f"no {method} in {timeout} s"
+            self.events.append(json.loads(self.ws.recv()))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; "
+                                              ".ci/run installs it)")
+def test_report_renders_in_headless_chromium_without_leaving_the_page(report, tmp_path):
+    page_file = (report["out"] / "report.html").resolve()
+    profile = tmp_path / "profile"
+    browser = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--remote-debugging-address=127.0.0.1",
+         "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1280,2000",
+         "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert browser.poll() is None and time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+        page = next(t for t in targets if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        tools.send("Network.enable")
+        tools.send("Page.enable")
+        tools.send("Page.navigate", url=page_file.as_uri())
+        tools.wait_for("Page.loadEventFired")
+
+        requested = [e["params"]["request"]["url"] for e in tools.events
+                     if e.get("method") == "Network.requestWillBeSent"]
+        assert requested and all(u.startswith(("file://", "data:")) for u in requested), requested
+        images = tools.send("Runtime.evaluate", returnByValue=True, expression=(
+            "Array.from(document.images).map(i => [i.complete, i.naturalWidth])"))["result"]["value"]
+        assert len(images) >= 10 and all(done and width > 0 for done, width in images), images
+
+        shot = tools.send("Page.captureScreenshot", format="png")["data"]
+        pixels = matplotlib.image.imread(io.BytesIO(base64.b64decode(shot)), format="png")
+        (tmp_path / "report.png").write_bytes(base64.b64decode(shot))
+        assert pixels.shape[0] > 500 and pixels.shape[1] > 500
+        # Not blank: text and figures give many colours and a spread of brightness.
+        assert pixels[..., :3].std() > 0.05
+        assert len(np.unique(pixels[..., :3].reshape(-1, 3).round(2), axis=0)) > 50
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            browser.kill()

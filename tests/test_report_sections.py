@@ -1,0 +1,201 @@
+"""Each report section's numbers against a direct computation on a small generated table, and
+the generated sentences following the data when the data changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from sklearn.cluster import KMeans
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from gymchurn.config import compose_config
+from gymchurn.data import feature_columns
+from gymchurn.errors import GymchurnError
+from gymchurn.pipeline import build_pipeline
+from gymchurn.report_sections import (
+    Figure,
+    churn_drivers,
+    compare_rates,
+    customer_portraits,
+    data_overview,
+    driver_direction,
+    global_importance,
+    model_performance,
+    pattern_comparison,
+    recommendations,
+)
+
+THRESHOLD = 0.4
+PATTERNS = [{"when": "Avg_class_frequency_current_month < Avg_class_frequency_total",
+             "says": "visits fell"}]
+SCENARIOS = [{"name": "group sessions", "set": {"Group_visits": 1}},
+             {"name": "long contract", "set": {"Contract_period": 12, "Month_to_end_contract": 12}}]
+
+
+@pytest.fixture(scope="module")
+def setting(customers):
+    cfg = compose_config(overrides=["model=lgbm", "features=engineered", "n_jobs=1"])
+    columns = feature_columns(cfg.data)
+    X_train, X_test, y_train, y_test = train_test_split(
+        customers[columns], customers["Churn"], test_size=0.3, stratify=customers["Churn"],
+        random_state=0)
+    pipeline = build_pipeline(cfg.features, cfg.model, columns,
+                              {"n_estimators": 60, "verbose": -1}).fit(X_train, y_train)
+    labels = KMeans(4, n_init=3, random_state=0).fit_predict(
+        customers[["Contract_period", "Lifetime"]].to_numpy(dtype=float))
+    return {
+        "cfg": cfg, "columns": columns, "pipeline": pipeline, "X_test": X_test, "y_test": y_test,
+        "labels": labels, "names": {s: f"group {s}" for s in range(4)},
+        "data_columns": OmegaConf.to_container(cfg.data.columns),
+        "phrases": OmegaConf.to_container(cfg.data.phrases),
+    }
+
+
+def figures_of(section) -> list[str]:
+    return [b.name for b in section.blocks if isinstance(b, Figure)]
+
+
+def test_data_overview_matches_direct_computation(customers, setting):
+    section = data_overview(customers, "Churn", setting["data_columns"], setting["phrases"], 0.7)
+    n = section.numbers
+    assert n["n_customers"] == len(customers) and n["churn_rate"] == customers["Churn"].mean()
+    direct = customers.groupby("Contract_period")["Churn"].mean()
+    for value, rate in direct.items():
+        assert n["churn_by_value"][("Contract_period", value)] == pytest.approx(rate)
+    corr = customers.drop(columns="Churn").corr()
+    strong = {(a, b) for a in corr for b in corr if a < b and abs(corr.loc[a, b]) >= 0.7}
+    assert {tuple(sorted(p[:2])) for p in n["strong_pairs"]} == strong
+    assert f"{len(customers):,} customers" in section.sentences[0]
+    assert {"distributions", "churn_by_feature", "correlations"} <= set(figures_of(section))
+
+
+def test_model_performance_matches_direct_computation(customers, setting):
+    pipeline, X_test, y_test = setting["pipeline"], setting["X_test"], setting["y_test"]
+    families = pd.DataFrame([{"family": "xgb", "features": "raw", "run_id": "abcdef123456",
+                              **{f"test_{m}": 0.5 for m in ("roc_auc", "accuracy", "precision",
+                                                            "recall", "f1", "log_loss")}}])
+    section = model_performance(pipeline, THRESHOLD, X_test, y_test, customers[setting["columns"]],
+                                "v1", "note", families)
+    proba = pipeline.predict_proba(X_test)[:, 1]
+    assert section.numbers["test_roc_auc"] == pytest.approx(roc_auc_score(y_test, proba))
+    assert section.numbers["flagged_per_1000_holdout"] == pytest.approx(1000 * (proba >= THRESHOLD).mean())
+    table = next(b for b in section.blocks if hasattr(b, "frame")).frame
+    assert table["model"].tolist()[1].startswith("best xgb / raw") and len(table) == 2
+    assert f"{1000 * (proba >= THRESHOLD).mean():.0f} of every 1,000" in " ".join(section.sentences)
+
+
+def test_drivers_rank_and_directions_match_direct_computation(customers, setting):
+    section = churn_drivers(setting["pipeline"], setting["X_test"], setting["y_test"], customers,
+                            "Churn", setting["data_columns"], setting["phrases"], PATTERNS,
+                            top_n=3, repeats=2, seed=0)
+    n = section.numbers
+    perm = n["permutation_importance"]
+    assert n["top_drivers"] == sorted(perm, key=perm.get, reverse=True)[:3]
+    assert len(n["global_importance"]) > len(setting["columns"])  # engineered features too
+    for column, rates in n["directions"].items():
+        x, churn = customers[column], customers["Churn"]
+        if x.nunique() == 2:
+            a, b = churn[x == 1].mean(), churn[x == 0].mean()
+        else:
+            q25, q75 = x.quantile([0.25, 0.75])
+            a, b = churn[x >= q75].mean(), churn[x <= q25].mean()
+        assert [rates["risky_rate"], rates["safe_rate"]] == pytest.approx([max(a, b), min(a, b)])
+    fell = customers.eval(PATTERNS[0]["when"])
+    assert n["patterns"]["visits fell"]["risky_rate"] == pytest.approx(customers.loc[fell, "Churn"].mean())
+    assert {"global_importance", "permutation_importance", "partial_dependence"} <= set(figures_of(section))
+
+
+def test_portraits_match_direct_computation(customers, setting):
+    section = customer_portraits(customers, "Churn", setting["labels"], setting["names"],
+                                 ["Contract_period", "Lifetime"], setting["phrases"], "test", 3)
+    direct = customers.groupby(setting["labels"])["Churn"].agg(["mean", "size"])
+    for s, numbers in section.numbers["segments"].items():
+        assert numbers["size"] == direct.loc[s, "size"]
+        assert numbers["churn_rate"] == pytest.approx(direct.loc[s, "mean"])
+        assert numbers["name"] == f"group {s}"
+
+
+def test_recommendations_match_direct_computation(customers, setting):
+    pipeline, columns = setting["pipeline"], setting["columns"]
+    section = recommendations(
+        pipeline, THRESHOLD, customers, "Churn", columns, setting["labels"], setting["names"],
+        ["low", "medium", "high"], np.array([0.0, 0.2, THRESHOLD]), SCENARIOS,
+        ["Lifetime"], {"Lifetime": 0.1, "gender": 0.0}, [], n_groups=2)
+    proba = pipeline.predict_proba(customers[columns])[:, 1]
+    high = proba >= THRESHOLD
+    for s in range(4):
+        assert section.numbers["groups"].get((s, "high"), 0) == int((high & (setting["labels"] == s)).sum())
+    flagged = customers.loc[high, columns]
+    changed = flagged[flagged["Group_visits"] != 1]
+    after = pipeline.predict_proba(changed.assign(Group_visits=1))[:, 1].mean()
+    outcome = section.numbers["what_if"]["group sessions"]
+    assert outcome["customers"] == len(changed) and outcome["after"] == pytest.approx(after)
+    assert any("gender" in s and "Barely matter" in s for s in section.sentences)
+    assert "model-based what-if" in " ".join(section.sentences)
+
+
+def test_sentences_follow_the_data(customers, setting):
+    """Remove churn from one segment: its portrait and the loyal-core sentence change with it."""
+    labels, names = setting["labels"], setting["names"]
+    rates = customers.groupby(labels)["Churn"].mean()
+    riskiest = int(rates.idxmax())
+    changed = customers.copy()
+    changed.loc[labels == riskiest, "Churn"] = 0
+
+    def sentences(table):
+        portraits = customer_portraits(table, "Churn", labels, names, [], setting["phrases"], "t")
+        advice = recommendations(setting["pipeline"], THRESHOLD, table, "Churn", setting["columns"],
+                                 labels, names, ["low", "high"], np.array([0.0, THRESHOLD]), [],
+                                 [], {}, [])
+        return portraits.sentences, advice.sentences
+
+    before_portraits, before_advice = sentences(customers)
+    after_portraits, after_advice = sentences(changed)
+    mine = [s for s in after_portraits if s.startswith(f"**group {riskiest}**")]
+    assert mine and "churn 0.0 %" in mine[0]
+    assert not any("churn 0.0 %" in s for s in before_portraits if s.startswith(f"**group {riskiest}**"))
+    loyal_after = next(s for s in after_advice if s.startswith("Loyal core"))
+    assert f"group {riskiest}" in loyal_after
+    assert loyal_after != next(s for s in before_advice if s.startswith("Loyal core"))
+
+
+def test_direction_rules_put_the_riskier_side_first():
+    table = pd.DataFrame({"Group_visits": [0, 0, 0, 0, 1, 1, 1, 1],
+                          "Churn": [1, 1, 1, 0, 1, 0, 0, 0]})
+    phrases = {"Group_visits": {"high": "group-class goers", "low": "no group classes"}}
+    sentence, rates = driver_direction(table, "Churn", "Group_visits", True, phrases)
+    assert sentence.startswith("**No group classes** (Group_visits = 0) churned 3.0 times as often")
+    assert rates["risky_side"] == "low" and rates["risky_rate"] == 0.75
+
+    table["Churn"] = [0, 0, 0, 0, 1, 0, 0, 0]
+    sentence, _ = driver_direction(table, "Churn", "Group_visits", True, phrases)
+    assert "while none of **no group classes**" in sentence
+    assert compare_rates("A", {"risky_rate": 0.5, "safe_rate": 0.25}, "B") == (
+        "A churned 2.0 times as often as B: 50.0 % against 25.0 %.")
+
+
+def test_a_bad_pattern_names_the_expression(customers):
+    with pytest.raises(GymchurnError, match="'Nonexistent > 1' cannot be evaluated"):
+        pattern_comparison(customers, "Churn", "Nonexistent > 1", "x")
+    with pytest.raises(GymchurnError, match="not a yes/no condition"):
+        pattern_comparison(customers, "Churn", "Lifetime + 1", "x")
+
+
+@pytest.mark.parametrize("family", ["logreg", "rf"])
+def test_global_importance_for_linear_and_forest_models(customers, family):
+    """Coefficients for a linear model; SHAP (churn class) for a forest."""
+    cfg = compose_config(overrides=[f"model={family}", "features=raw", "n_jobs=1"])
+    columns = feature_columns(cfg.data)
+    params = {"n_estimators": 20} if family == "rf" else {}
+    pipeline = build_pipeline(cfg.features, cfg.model, columns, params).fit(
+        customers[columns], customers["Churn"])
+    table, what, _ = global_importance(pipeline, customers[columns].head(100))
+    assert sorted(table["feature"]) == sorted(columns) and (table["importance"] >= 0).all()
+    if family == "logreg":
+        coef = np.abs(np.ravel(pipeline[-1].coef_))
+        assert "coefficient" in what and table["importance"].max() == pytest.approx(coef.max())
+    else:
+        assert "SHAP" in what and table["importance"].iloc[0] > 0
