@@ -123,7 +123,7 @@ def test_recommendations_match_direct_computation(customers, setting):
     section = recommendations(
         pipeline, THRESHOLD, customers, "Churn", columns, setting["labels"], setting["names"],
         ["low", "medium", "high"], np.array([0.0, 0.2, THRESHOLD]), SCENARIOS,
-        ["Lifetime"], {"Lifetime": 0.1, "gender": 0.0}, [], n_groups=2)
+        {"Lifetime": 0.1, "gender": 0.0}, [], n_groups=2)
     proba = pipeline.predict_proba(customers[columns])[:, 1]
     high = proba >= THRESHOLD
     for s in range(4):
@@ -149,7 +149,7 @@ def test_sentences_follow_the_data(customers, setting):
         portraits = customer_portraits(table, "Churn", labels, names, [], setting["phrases"], "t")
         advice = recommendations(setting["pipeline"], THRESHOLD, table, "Churn", setting["columns"],
                                  labels, names, ["low", "high"], np.array([0.0, THRESHOLD]), [],
-                                 [], {}, [])
+                                 {}, [])
         return portraits.sentences, advice.sentences
 
     before_portraits, before_advice = sentences(customers)

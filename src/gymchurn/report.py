@@ -168,9 +168,9 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
                             int(cfg.portrait_features)))
     done(recommendations(
         pipeline, threshold, df, target, columns, labels, names, bands, cuts,
-        OmegaConf.to_container(cfg.what_if), drivers.numbers["top_drivers"],
-        drivers.numbers["permutation_importance"], overview.numbers["strong_pairs"],
-        int(cfg.target_groups), float(cfg.min_drop), float(cfg.negligible_importance)))
+        OmegaConf.to_container(cfg.what_if), drivers.numbers["permutation_importance"],
+        overview.numbers["strong_pairs"], int(cfg.target_groups), float(cfg.min_drop),
+        float(cfg.negligible_importance)))
     sources = {
         "classifier": f"{cfg.classifier} v{churn_version.version}, {churn_how}",
         "segmentation": f"{cfg.segmentation} v{segment_version.version}, {segment_how}",

@@ -531,7 +531,7 @@ def what_if(pipeline, X: pd.DataFrame, changes: Mapping[str, float], threshold: 
 def recommendations(pipeline, threshold: float, customers: pd.DataFrame, target: str,
                     features: Sequence[str], labels, names: Mapping[int, str],
                     bands: Sequence[str], cuts: np.ndarray, scenarios: Sequence[Mapping],
-                    top_drivers: Sequence[str], permutation: Mapping[str, float],
+                    permutation: Mapping[str, float],
                     strong_pairs: Sequence, n_groups: int = 3, min_drop: float = 0.05,
                     negligible: float = 0.002) -> Section:
     section = Section("recommendations", "5. Recommendations")
