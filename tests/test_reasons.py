@@ -29,19 +29,39 @@ def fitted(model: str, customers, features: str = "engineered"):
 
 def test_lightgbm_pattern_contributions_equal_pred_contrib(customers):
     pipe, X = fitted("lgbm", customers)
+    booster = pipe[-1].booster_
     values = X.to_numpy(dtype=float).copy()
-    # Customers exactly on split thresholds: `x <= threshold` goes left, in both computations.
     method = LightGBMContributions(pipe[-1])
     method.min_rows = 0  # the pattern path even on these few rows
     assert method.by_pattern
-    for row, (feature, cuts) in enumerate(list(method.cuts.items())[:8]):
-        values[row, feature] = cuts[len(cuts) // 2]
-    expected = pipe[-1].booster_.predict(values, pred_contrib=True)[:, :-1]
-    np.testing.assert_allclose(method(values, 2), expected, rtol=0, atol=1e-10)
-    # Missing values take LightGBM's own path (the pattern ignores default directions).
+    # Customers exactly on split thresholds (`x <= threshold` goes left, in both computations):
+    # in every other row, every split feature on one of its thresholds.
+    rng = np.random.default_rng(0)
+    for feature, cuts in method.cuts.items():
+        values[::2, feature] = rng.choice(cuts, size=len(values[::2]))
+    expected = booster.predict(values, pred_contrib=True)[:, :-1]
+    np.testing.assert_allclose(method(values, 2), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(method(values, 1), expected, rtol=0, atol=1e-12)  # one thread
+    # Missing values: those rows take LightGBM's own call (the pattern ignores default
+    # directions), the others the pattern path.
     values[3, 7] = np.nan
-    np.testing.assert_allclose(method(values, 1), pipe[-1].booster_.predict(
-        values, pred_contrib=True)[:, :-1], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(method(values, 1), booster.predict(
+        values, pred_contrib=True)[:, :-1], rtol=0, atol=1e-12)
+
+
+def test_lightgbm_patterns_with_repeated_features_and_single_leaf_trees(customers):
+    """Deep trees (a feature split again on the same path) and trees that are one leaf."""
+    cfg = compose_config(overrides=["model=lgbm", "features=raw", "n_jobs=1"])
+    columns = feature_columns(cfg.data)
+    pipe = build_pipeline(cfg.features, cfg.model, columns, {
+        "n_estimators": 40, "num_leaves": 64, "min_child_samples": 2, "learning_rate": 0.3})
+    pipe.fit(customers[columns], customers["Churn"])
+    X = model_input(pipe, customers[columns]).to_numpy(dtype=float)
+    method = LightGBMContributions(pipe[-1])
+    method.min_rows = 0
+    assert method.by_pattern
+    expected = pipe[-1].booster_.predict(X, pred_contrib=True)[:, :-1]
+    np.testing.assert_allclose(method(X, 2), expected, rtol=0, atol=1e-12)
 
 
 def test_contributions_add_up_to_the_raw_score_in_batches(customers):

@@ -16,6 +16,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import hydra
@@ -27,7 +28,6 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.config import CONFIG_DIR, register_resolvers
-from gymchurn.data import validate_customers
 from gymchurn.errors import GymchurnError, exit_on_user_error
 from gymchurn.reasons import (
     REASON_COLUMNS,
@@ -36,16 +36,10 @@ from gymchurn.reasons import (
     model_input,
     top_reasons,
 )
-from gymchurn.registry import (
-    alias_versions,
-    load_fitted_pipeline,
-    load_version,
-    newest_version,
-    open_registry,
-    registered_model,
-    resolve_version,
-)
-from gymchurn.tracking import quiet_libraries
+
+# MLflow, skops (which imports all of scikit-learn), Optuna and pandera take seconds to import:
+# `score` imports them (gymchurn.registry, .tracking, .data) while the input file is being
+# read in another thread, instead of before it.
 
 FILE_TYPES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 REASON_CHOICES = ("flagged", "all", "none")
@@ -165,6 +159,14 @@ def describe_version(version) -> str:
 
 def find_segmentation_model(name: str):
     """(pyfunc model, description) of the segmentation model to use, or (None, why not)."""
+    from gymchurn.registry import (
+        alias_versions,
+        load_version,
+        newest_version,
+        registered_model,
+        resolve_version,
+    )
+
     try:
         registered_model(name)
     except GymchurnError:
@@ -207,19 +209,32 @@ def set_threads(estimator, n_jobs: int) -> None:
         estimator.set_params(n_jobs=n_jobs)
 
 
+def probabilities(estimator, values: np.ndarray, features: pd.DataFrame, n_jobs: int) -> np.ndarray:
+    """Churn probability per row. A LightGBM model is asked through its booster (the same
+    numbers as `predict_proba`, without scikit-learn's checks of a 1,000,000-row frame)."""
+    booster = getattr(estimator, "booster_", None)
+    if type(estimator).__module__.startswith("lightgbm") and booster is not None:
+        return booster.predict(values, num_threads=n_jobs)
+    return estimator.predict_proba(features)[:, 1]
+
+
 def score(cfg: DictConfig, printer=print) -> dict:
     """Score a file of customers; return the output path, model version, counts and timings."""
     started = time.monotonic()
-    quiet_libraries()
     source, target_path = check_options(cfg)
-    open_registry(cfg.tracking)
-    version = resolve_version(cfg.model_name, alias=cfg.alias, version=cfg.version)
-    timings = {}
+    # pyarrow reads (GIL released) while this thread imports the heavy libraries.
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_customers, source, list(cfg.data.columns))
+        from gymchurn.data import validate_customers
+        from gymchurn.registry import load_fitted_pipeline, open_registry, resolve_version
+        from gymchurn.tracking import quiet_libraries
 
-    # The data first: a bad file fails fast, before the model is loaded.
-    t = time.monotonic()
-    raw = read_customers(source, list(cfg.data.columns))
-    timings["read"] = time.monotonic() - t
+        quiet_libraries()
+        open_registry(cfg.tracking)
+        version = resolve_version(cfg.model_name, alias=cfg.alias, version=cfg.version)
+        t = time.monotonic()
+        raw = reading.result()  # the data first: a bad file fails before the model is loaded
+    timings = {"read": time.monotonic() - t}  # the part not hidden behind the imports
     t = time.monotonic()
     target = cfg.data.target
     X, extra = validate_customers(raw, cfg.data.columns, target, require_target=False)
@@ -244,7 +259,8 @@ def score(cfg: DictConfig, printer=print) -> dict:
 
     t = time.monotonic()
     features = model_input(pipeline, X)
-    proba = estimator.predict_proba(features)[:, 1]
+    values = features.to_numpy(dtype=np.float64)  # also the reasons' input
+    proba = probabilities(estimator, values, features, int(cfg.n_jobs))
     flag = proba >= threshold
     band = np.clip(np.searchsorted(cuts, proba, side="right") - 1, 0, len(labels) - 1)
     out = raw[carried].reset_index(drop=True)
@@ -272,16 +288,18 @@ def score(cfg: DictConfig, printer=print) -> dict:
         t = time.monotonic()
         rows = np.flatnonzero(flag) if cfg.reasons == "flagged" else np.arange(len(X))
         n_reasons = len(rows)
-        for column in REASON_COLUMNS:
-            out[column] = pd.Series([None] * len(out), dtype="object")
+        texts = [[]] * len(REASON_COLUMNS)
         if n_reasons:
-            chosen = features.iloc[rows]
-            values = contributions(
+            chosen = pd.DataFrame(values[rows], columns=features.columns)
+            effects = contributions(
                 method, chosen, n_jobs=int(cfg.n_jobs), batch_rows=int(cfg.reason_batch_rows),
                 progress=lambda done, total: printer(f"          reasons {done:,}/{total:,}"),
             )
-            for column, texts in zip(REASON_COLUMNS, top_reasons(values, chosen), strict=True):
-                out.loc[rows, column] = texts
+            texts = top_reasons(effects, chosen)
+        for column, column_texts in zip(REASON_COLUMNS, texts, strict=True):
+            filled = np.full(len(out), None, dtype=object)
+            filled[rows] = column_texts
+            out[column] = filled
         timings["reasons"] = time.monotonic() - t
         printer(f"reasons:  top {len(REASON_COLUMNS)} for {n_reasons:,} {cfg.reasons} customers "
                 f"({method_name}, {cfg.n_jobs} threads) in {timings['reasons']:.1f} s")

@@ -3,8 +3,8 @@
 Exact contributions come from the model's own library (experiments/predict-benchmark.md
 compares the paths measured):
 
-- LightGBM: `Booster.predict(X, pred_contrib=True)` (TreeSHAP in C++, OpenMP over rows), tree
-  by tree on the distinct split patterns only (LightGBMContributions: same numbers, faster);
+- LightGBM: TreeSHAP tree by tree on the distinct split patterns only, compiled
+  (LightGBMContributions: the numbers of LightGBM's own `pred_contrib`, many times faster);
 - XGBoost: `Booster.predict(DMatrix, pred_contribs=True)`;
 - linear models: coefficient x standardised value (exact SHAP of a linear model whose inputs
   are centred, which the pipeline's StandardScaler makes them);
@@ -17,6 +17,7 @@ sees, so engineered features (visit_trend, ...) appear under their own names.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,90 +33,143 @@ def model_input(pipeline, X: pd.DataFrame) -> pd.DataFrame:
     return pipeline[:-1].transform(X) if len(pipeline.steps) > 1 else X
 
 
-def distinct(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(group of each key, index of one key of each group), like np.unique's inverse and
-    index, by hashing instead of sorting (several times faster on 250,000 keys). Any member
-    represents its group: all of them have the same contributions."""
-    groups, uniques = pd.factorize(keys)
-    member = np.empty(len(uniques), dtype=np.int64)
-    member[groups] = np.arange(len(keys))
-    return groups, member
-
-
 class LightGBMContributions:
-    """Exact TreeSHAP contributions of a LightGBM model, one tree at a time, once per pattern.
+    """Exact TreeSHAP contributions of a LightGBM model, tree by tree on distinct split patterns.
 
-    A tree's contributions for a customer depend only on which side of each of that tree's
-    splits the customer falls (TreeSHAP reads the features through those comparisons alone).
-    Customers on the same side of every split of a tree get the same contributions from it, so
-    each tree is evaluated (LightGBM's own `pred_contrib`, restricted to that tree) on one
-    customer per distinct pattern and the result is copied to the others. Same numbers as
-    `pred_contrib` on every row (the tests check it), about 9x faster on 250,000 rows
-    (experiments/predict-benchmark.md). Trees are shared out over `n_jobs` threads. Models
-    with categorical splits or zero-as-missing, and rows with missing values, take the plain
-    `pred_contrib` call.
+    Same numbers as LightGBM's `pred_contrib` (to ~1e-13; the tests check it), several times
+    faster on many rows (experiments/predict-benchmark.md), by two observations:
+
+    - A tree's contributions for a customer depend only on which side of each of that tree's
+      splits the customer falls. Customers with the same pattern get the same contributions,
+      so each tree is evaluated once per distinct pattern (about 1 in 20 of 250,000 rows).
+    - TreeSHAP is a sum over the tree's leaves. A leaf's share depends only on the leaf's path:
+      per distinct feature on it, the fraction of training rows the path keeps (`z`) and
+      whether the customer satisfies the path's conditions on it (`o`, 0 or 1). With o in
+      {0, 1} the Shapley sum is a polynomial product (below, `_leaf_shares`), and it is cached
+      per leaf and 0/1 mask: patterns that differ elsewhere in the tree share it.
+
+    Features are binned once on every threshold of the model (`x <= t` goes left, as in
+    LightGBM), and the work per tree runs in compiled code (numba, which SHAP already
+    requires) shared out over `n_jobs` threads. Models with categorical splits, zero-as-missing
+    or linear leaves take the plain `pred_contrib` call, and so do rows with missing values
+    and batches of fewer than `min_rows` rows.
     """
 
-    min_rows = 10_000  # below this, one plain call is faster than one call per tree
+    min_rows = 200  # below this, the plain call costs less than the set-up
 
     def __init__(self, estimator):
         self.booster = estimator.booster_ if hasattr(estimator, "booster_") else estimator
-        trees, simple = [], True
-        for tree in self.booster.dump_model()["tree_info"]:
-            thresholds: dict[int, set] = {}
-            stack = [tree["tree_structure"]]
-            while stack:
-                node = stack.pop()
-                if "leaf_value" in node or "split_feature" not in node:
-                    continue
+        model = self.booster.dump_model()
+        self.n_features = self.booster.num_feature()
+        trees = [tree["tree_structure"] for tree in model["tree_info"]]
+        thresholds: dict[int, set] = {}
+        simple = model.get("num_tree_per_iteration", 1) == 1
+        for node in _nodes(trees):
+            if "split_feature" in node:
                 simple &= node["decision_type"] == "<=" and node["missing_type"] in ("None", "NaN")
                 thresholds.setdefault(node["split_feature"], set()).add(node["threshold"])
-                stack += [node["left_child"], node["right_child"]]
-            trees.append({f: np.array(sorted(t)) for f, t in sorted(thresholds.items())})
+            simple &= "leaf_coeff" not in node  # linear leaves: not a constant per leaf
         self.by_pattern = simple
-        self.boosters: list = []
-        # Every threshold of a feature over all trees: one binning of the data per call; each
-        # tree then maps a global bin to its own interval with a lookup (`x <= t` goes left).
-        features = sorted({f for tree in trees for f in tree})
-        self.cuts = {f: np.unique(np.concatenate([t[f] for t in trees if f in t])) for f in features}
-        self.trees = [
-            [(f, np.r_[0, np.searchsorted(local, self.cuts[f], side="right")], len(local) + 1)
-             for f, local in tree.items()]
-            for tree in trees
-        ]
+        # Bin b of feature f holds the values in (cuts[b-1], cuts[b]]: `x <= cuts[k]` is `b <= k`.
+        self.cuts = {f: np.array(sorted(t)) for f, t in sorted(thresholds.items())}
+        self.trees = [_flat_tree(tree, self.cuts) for tree in trees] if simple else []
+        self.by_pattern &= all(tree is not None for tree in self.trees)  # pattern ids overflow
+        depth = max((int(np.diff(t["starts"]).max()) for t in self.trees if len(t["values"])),
+                    default=1)
+        self.by_pattern &= depth < 63  # a path's 0/1 mask is one 64-bit integer
+        # Shapley weights k! (d - 1 - k)! / d! of a subset of size k among d path features.
+        self.weights = np.zeros((depth + 1, depth + 1))
+        for d in range(1, depth + 1):
+            for k in range(d):
+                self.weights[d, k] = math.factorial(k) * math.factorial(d - 1 - k) / math.factorial(d)
 
-    def _booster(self, k: int):
-        """The k-th thread's own copy: LightGBM keeps the trees to predict with in the booster,
-        so two threads predicting different trees on one booster would overwrite each other."""
-        import lightgbm
-
-        while len(self.boosters) <= k:
-            self.boosters.append(lightgbm.Booster(model_str=self.booster.model_to_string()))
-        return self.boosters[k]
-
-    def _trees(self, booster, bins: dict, X: np.ndarray, tree_ids) -> np.ndarray:
-        out = np.zeros((len(X), X.shape[1] + 1))
-        for i in tree_ids:
-            pattern = np.zeros(len(X), dtype=np.int64)
-            for feature, lookup, n_intervals in self.trees[i]:
-                pattern = pattern * n_intervals + lookup[bins[feature]]
-            inverse, first = distinct(pattern)  # first: one customer per pattern
-            tree = booster.predict(X[first], start_iteration=i, num_iteration=1,
-                                   pred_contrib=True, num_threads=1)
-            out += tree[inverse]
+    def bins(self, X: np.ndarray) -> np.ndarray:
+        """Each value's bin among its feature's thresholds (rows x features; 0 where unused)."""
+        dtype = np.uint16 if max((len(c) for c in self.cuts.values()), default=0) < 2**16 else np.int32
+        out = np.zeros(X.shape, dtype=dtype)
+        for f, cuts in self.cuts.items():
+            out[:, f] = np.searchsorted(cuts, X[:, f], side="left")
         return out
 
     def __call__(self, X: np.ndarray, n_jobs: int) -> np.ndarray:
-        if not self.by_pattern or len(X) < self.min_rows or np.isnan(X).any():
+        missing = np.isnan(X).any(axis=1)
+        if not self.by_pattern or len(X) < self.min_rows or missing.all():
             return self.booster.predict(X, pred_contrib=True, num_threads=n_jobs)[:, :-1]
-        bins = {f: np.searchsorted(cuts, X[:, f]) for f, cuts in self.cuts.items()}
-        n_jobs = max(n_jobs, 1)
-        boosters = [self._booster(k) for k in range(n_jobs)]
-        with ThreadPoolExecutor(n_jobs) as pool:  # numpy and LightGBM release the GIL
-            parts = list(pool.map(
-                lambda k: self._trees(boosters[k], bins, X, range(k, len(self.trees), n_jobs)),
-                range(n_jobs)))
-        return sum(parts)[:, :-1]  # the last column is the expected value (bias)
+        if missing.any():  # LightGBM's own default directions for these few rows
+            out = np.empty(X.shape)
+            out[missing] = self(X[missing], n_jobs)
+            out[~missing] = self(X[~missing], n_jobs)
+            return out
+        from gymchurn import _treeshap  # numba: imported and compiled (cached) on first use
+
+        bins = self.bins(X)
+        n_jobs = max(1, min(n_jobs, len(self.trees)))
+
+        def share(k: int) -> np.ndarray:  # one accumulator per thread, trees k, k + n_jobs, ...
+            out = np.zeros((len(X), self.n_features))
+            for tree in self.trees[k::n_jobs]:
+                _treeshap.add_tree(out, bins, self.weights, **tree)
+            return out
+
+        with ThreadPoolExecutor(n_jobs) as pool:  # the compiled code releases the GIL
+            return sum(pool.map(share, range(n_jobs)))
+
+
+def _nodes(trees: list[dict]):
+    stack = list(trees)
+    while stack:
+        node = stack.pop()
+        yield node
+        if "split_feature" in node:
+            stack += [node["left_child"], node["right_child"]]
+
+
+def _flat_tree(root: dict, cuts: dict[int, np.ndarray]) -> dict | None:
+    """One tree as flat arrays: its leaves' paths (per distinct feature: zero fraction and the
+    bin range the path allows) and how to number its split patterns; None if the pattern
+    numbers could overflow 64 bits (a tree with very many splits: take the plain call)."""
+    starts, values, features, zero_fraction, lo, hi = [0], [], [], [], [], []
+
+    def walk(node: dict, path: dict) -> None:
+        if "split_feature" not in node:
+            values.append(node["leaf_value"])
+            for f, (z, low, high) in path.items():
+                features.append(f), zero_fraction.append(z), lo.append(low), hi.append(high)
+            starts.append(len(features))
+            return
+        f = node["split_feature"]
+        k = int(np.searchsorted(cuts[f], node["threshold"]))
+        for child, left in ((node["left_child"], True), (node["right_child"], False)):
+            count = child["internal_count"] if "split_feature" in child else child["leaf_count"]
+            # LightGBM's TreeSHAP: fraction = child count / node count, multiplied when a
+            # feature repeats on the path.
+            z, low, high = path.get(f, (1.0, 0, len(cuts[f])))
+            z = z * (count / node["internal_count"])
+            walk(child, {**path, f: (z, low, min(high, k)) if left else (z, max(low, k + 1), high)})
+
+    walk(root, {})
+    features = np.array(features, dtype=np.int64)
+    lo, hi = np.array(lo, dtype=np.int64), np.array(hi, dtype=np.int64)
+    # Pattern number: per feature of the tree, the interval between its own thresholds, in
+    # mixed radix. `interval[offset[j] + bin]` is feature j's interval of a global bin.
+    used = np.unique(features)
+    interval, offset, radix = [], [], []
+    for f in used:
+        bounds = np.unique(np.r_[lo[features == f], hi[features == f] + 1])
+        bounds = bounds[(bounds > 0) & (bounds <= len(cuts[f]))]
+        offset.append(sum(len(i) for i in interval))
+        interval.append(np.searchsorted(bounds, np.arange(len(cuts[f]) + 1), side="right"))
+        radix.append(len(bounds) + 1)
+    if math.prod(radix) >= 2**62:
+        return None
+    return {
+        "starts": np.array(starts, dtype=np.int64), "values": np.array(values, dtype=np.float64),
+        "position": np.searchsorted(used, features),  # a path feature's column among `used`
+        "zero_fraction": np.array(zero_fraction, dtype=np.float64),
+        "lo": lo, "hi": hi, "used": used.astype(np.int64),
+        "interval": np.concatenate(interval or [np.zeros(0)]).astype(np.int64),
+        "offset": np.array(offset, dtype=np.int64), "radix": np.array(radix, dtype=np.int64),
+    }
 
 
 def _xgboost(estimator):
@@ -153,7 +207,7 @@ def contribution_method(estimator):
     """(name, function(X, n_jobs) -> contributions) of the exact method for this estimator."""
     module = type(estimator).__module__
     if module.startswith("lightgbm"):
-        return "lightgbm pred_contrib per tree pattern", LightGBMContributions(estimator)
+        return "TreeSHAP per tree pattern, compiled", LightGBMContributions(estimator)
     if module.startswith("xgboost"):
         return "xgboost pred_contribs", _xgboost(estimator)
     if hasattr(estimator, "coef_") and np.asarray(estimator.coef_).shape[0] == 1:
