@@ -20,7 +20,7 @@ OVERRIDES = $(foreach v,$(OVERRIDE_VARS),$(if $($(v)),$(v)=$($(v)))) $(args)
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
-	promote rollback predict serve report
+	promote rollback predict serve report bench
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
@@ -65,6 +65,9 @@ test: $(STAMP) ## run the whole test suite (what CI runs)
 
 test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP) ## tracking overhead, 1 vs 2 workers, training and scoring up to 1M rows -> experiments/benchmarks.md
+	$(BIN)/python -m gymchurn.bench $(args)
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests

@@ -53,14 +53,19 @@ def train_champion(store: Path, n_estimators: int) -> tuple:
     pipeline = build_pipeline(cfg.features, cfg.model, columns, {"n_estimators": n_estimators})
     pipeline.fit(train[columns], train["Churn"])
     threshold = choose_threshold(valid["Churn"], pipeline.predict_proba(valid[columns])[:, 1])
-    mlflow.set_tracking_uri(f"sqlite:///{store}/mlflow.db")
-    example = train[columns].head(5).astype("float64")
-    output = {churn_model.OUTPUT_COLUMN: pipeline.predict_proba(example)[:, 1]}
     import pandas as pd
 
-    info = log_pipeline_model(pipeline, Path(churn_model.__file__), example,
-                              pd.DataFrame(output, index=example.index),
-                              model_config={"threshold": threshold, "feature_columns": columns})
+    from gymchurn.tracking import setup_experiment
+
+    # An experiment whose artifacts live beside the temp store: MLflow's Default experiment
+    # would write them to ./mlruns, the repo's own store.
+    experiment_id = setup_experiment({"uri": f"sqlite:///{store}/mlflow.db"}, "gym-churn-bench")
+    example = train[columns].head(5).astype("float64")
+    output = {churn_model.OUTPUT_COLUMN: pipeline.predict_proba(example)[:, 1]}
+    with mlflow.start_run(experiment_id=experiment_id):
+        info = log_pipeline_model(pipeline, Path(churn_model.__file__), example,
+                                  pd.DataFrame(output, index=example.index),
+                                  model_config={"threshold": threshold, "feature_columns": columns})
     register_version(info.model_uri, NAME, {"model_family": "lgbm", "feature_set": "engineered",
                                             "threshold": f"{threshold:.6f}"}, "champion")
     return pipeline, threshold, columns

@@ -1,0 +1,49 @@
+"""The benchmark (`make bench`) runs end to end at tiny sizes and writes every section's figures."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gymchurn import bench
+
+SECTIONS = ["## Machine", "## Targets", "## 1. Tracking overhead", "## 2. Tuning throughput",
+            "## 3. Training time and memory", "## 4. Batch scoring", "## Conclusions"]
+NUMBER = r"\d+(?:[.,]\d+)*"
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_section_with_figures(tmp_path):
+    output = bench.main(["--quick", "--output", str(tmp_path / "benchmarks.md")])
+
+    text = output.read_text()
+    for heading in SECTIONS:
+        assert heading in text, heading
+    assert re.search(rf"{NUMBER} cores", text) and re.search(rf"{NUMBER} GB RAM", text)
+    assert re.search(rf"at the start {NUMBER} / {NUMBER} / {NUMBER}", text)
+    assert "python -m gymchurn.bench --quick" in text  # the command that reproduces it
+    targets = section(text, "## Targets")
+    assert len(re.findall(r"\| \*\*(?:met|missed|unclear)\*\*", targets)) == 6
+    overhead = section(text, "## 1. Tracking overhead")
+    assert re.search(rf"\| with MLflow \| {NUMBER} s \| {NUMBER} s \| {NUMBER} \|", overhead)
+    assert re.search(rf"\| without MLflow \(2\) \| {NUMBER} s \|", overhead)
+    assert re.search(rf"\| \*\*all\*\* \| \*\*{NUMBER}\*\* \| \*\*{NUMBER}%\*\* \|", overhead)
+    assert "same trials (same parameters, states and scores): **yes**" in overhead
+    workers = section(text, "## 2. Tuning throughput")
+    assert re.search(rf"\| 2 \| {NUMBER} \({NUMBER}\) \| {NUMBER} s \| {NUMBER} s \| {NUMBER} \| {NUMBER} \| "
+                     rf"{NUMBER} \| {NUMBER}× \|", workers)
+    training = section(text, "## 3. Training time and memory")
+    row = (rf"\| {NUMBER} \| {NUMBER} \| {NUMBER} s \| {NUMBER} s \| {NUMBER} \| {NUMBER} GB \| "
+           rf"{NUMBER} GB \| {NUMBER} \|")
+    assert len(re.findall(row, training)) == 3  # two sizes, then the largest with n_jobs = cores
+    assert re.search(rf"wall time -?{NUMBER} fitted over all sizes", training)
+    scoring = section(text, "## 4. Batch scoring")
+    assert re.search(rf"\| 2,000 \| {NUMBER} s \| {NUMBER} \|", scoring)
+    assert not re.search(r"\bnan\b", text, re.IGNORECASE)
