@@ -59,7 +59,7 @@ def figures_of(section) -> list[str]:
 
 
 def test_data_overview_matches_direct_computation(customers, setting):
-    section = data_overview(customers, "Churn", setting["data_columns"], setting["phrases"], 0.7)
+    section = data_overview(customers, "Churn", setting["data_columns"], 0.7)
     n = section.numbers
     assert n["n_customers"] == len(customers) and n["churn_rate"] == customers["Churn"].mean()
     direct = customers.groupby("Contract_period")["Churn"].mean()
@@ -77,8 +77,8 @@ def test_model_performance_matches_direct_computation(customers, setting):
     families = pd.DataFrame([{"family": "xgb", "features": "raw", "run_id": "abcdef123456",
                               **{f"test_{m}": 0.5 for m in ("roc_auc", "accuracy", "precision",
                                                             "recall", "f1", "log_loss")}}])
-    section = model_performance(pipeline, THRESHOLD, X_test, y_test, customers[setting["columns"]],
-                                "v1", "note", families)
+    all_proba = pipeline.predict_proba(customers[setting["columns"]])[:, 1]
+    section = model_performance(pipeline, THRESHOLD, X_test, y_test, all_proba, "v1", "note", families)
     proba = pipeline.predict_proba(X_test)[:, 1]
     assert section.numbers["test_roc_auc"] == pytest.approx(roc_auc_score(y_test, proba))
     assert section.numbers["flagged_per_1000_holdout"] == pytest.approx(1000 * (proba >= THRESHOLD).mean())
@@ -120,11 +120,11 @@ def test_portraits_match_direct_computation(customers, setting):
 
 def test_recommendations_match_direct_computation(customers, setting):
     pipeline, columns = setting["pipeline"], setting["columns"]
+    proba = pipeline.predict_proba(customers[columns])[:, 1]
     section = recommendations(
-        pipeline, THRESHOLD, customers, "Churn", columns, setting["labels"], setting["names"],
+        pipeline, THRESHOLD, customers, proba, "Churn", columns, setting["labels"], setting["names"],
         ["low", "medium", "high"], np.array([0.0, 0.2, THRESHOLD]), SCENARIOS,
         {"Lifetime": 0.1, "gender": 0.0}, [], n_groups=2)
-    proba = pipeline.predict_proba(customers[columns])[:, 1]
     high = proba >= THRESHOLD
     for s in range(4):
         assert section.numbers["groups"].get((s, "high"), 0) == int((high & (setting["labels"] == s)).sum())
@@ -147,9 +147,10 @@ def test_sentences_follow_the_data(customers, setting):
 
     def sentences(table):
         portraits = customer_portraits(table, "Churn", labels, names, [], setting["phrases"], "t")
-        advice = recommendations(setting["pipeline"], THRESHOLD, table, "Churn", setting["columns"],
-                                 labels, names, ["low", "high"], np.array([0.0, THRESHOLD]), [],
-                                 {}, [])
+        proba = setting["pipeline"].predict_proba(table[setting["columns"]])[:, 1]
+        advice = recommendations(setting["pipeline"], THRESHOLD, table, proba, "Churn",
+                                 setting["columns"], labels, names, ["low", "high"],
+                                 np.array([0.0, THRESHOLD]), [], {}, [])
         return portraits.sentences, advice.sentences
 
     before_portraits, before_advice = sentences(customers)

@@ -41,11 +41,17 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from sklearn.inspection import permutation_importance
-from sklearn.model_selection import cross_val_predict, train_test_split
+from sklearn.model_selection import cross_val_predict
 
 from gymchurn import experiment
 from gymchurn.config import compose_config, resolve_path
-from gymchurn.data import feature_columns, load_customers, make_synthetic_customers, table_digest
+from gymchurn.data import (
+    feature_columns,
+    load_customers,
+    make_synthetic_customers,
+    split_holdout,
+    table_digest,
+)
 from gymchurn.evaluation import choose_threshold, classification_metrics, tuning_metric
 from gymchurn.pipeline import build_pipeline
 from gymchurn.tracking import TrialRunLogger, quiet_libraries, setup_experiment
@@ -132,9 +138,8 @@ class Usage:
 def split(cfg: DictConfig):
     """The table and train/holdout split exactly as `experiment.train` makes them."""
     df, _ = load_customers(cfg.data)
-    columns, target = feature_columns(cfg.data), cfg.data.target
-    return (df, columns, *train_test_split(df[columns], df[target], test_size=cfg.split.test_size,
-                                           stratify=df[target], random_state=cfg.split.seed))
+    return (df, feature_columns(cfg.data),
+            *split_holdout(df, cfg.data, cfg.split.test_size, cfg.split.seed))
 
 
 # ---------------------------------------------------------------- 1. tracking overhead

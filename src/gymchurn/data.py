@@ -249,6 +249,17 @@ def feature_columns(data_cfg: Mapping) -> list[str]:
     return [c for c in data_cfg["columns"] if c != data_cfg["target"]]
 
 
+def split_holdout(df: pd.DataFrame, data_cfg: Mapping, test_size: float, seed: int) -> list:
+    """X_train, X_test, y_train, y_test: the stratified holdout every stage draws the same way
+    (training, promotion's re-scoring, the report, the benchmark), so equal settings give the
+    same customers."""
+    from sklearn.model_selection import train_test_split
+
+    target = data_cfg["target"]
+    return train_test_split(df[feature_columns(data_cfg)], df[target], test_size=float(test_size),
+                            stratify=df[target], random_state=int(seed))
+
+
 # ---------------------------------------------------------------- synthetic data (tests, benchmarks)
 
 # Class-conditional parameters measured on the real table (4,000 customers, churn 26.5 %):

@@ -22,11 +22,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from sklearn.inspection import permutation_importance
-from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_predict, train_test_split
+from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_predict
 
 from gymchurn import churn_model
 from gymchurn.config import CONFIG_DIR, register_resolvers
-from gymchurn.data import feature_columns, load_customers, table_digest
+from gymchurn.data import feature_columns, load_customers, split_holdout, table_digest
 from gymchurn.errors import GymchurnError, exit_on_interrupt, exit_on_user_error, raise_keyboard_interrupt
 from gymchurn.evaluation import choose_threshold, classification_metrics, tuning_metric
 from gymchurn.pipeline import build_pipeline
@@ -149,10 +149,8 @@ def train(cfg: DictConfig) -> dict:
     df, provenance = load_customers(cfg.data)
     digest = table_digest(df)
     columns, target = feature_columns(cfg.data), cfg.data.target
-    X_train, X_test, y_train, y_test = train_test_split(
-        df[columns], df[target], test_size=cfg.split.test_size,
-        stratify=df[target], random_state=cfg.split.seed,
-    )
+    X_train, X_test, y_train, y_test = split_holdout(df, cfg.data, cfg.split.test_size,
+                                                     cfg.split.seed)
     metric = cfg.tune.metric
     _, direction = tuning_metric(metric)
     study_name = study_name_for(cfg, digest)

@@ -105,6 +105,12 @@ def band_cuts(risk_bands: Mapping, threshold: float) -> tuple[list[str], np.ndar
     return labels, np.asarray(cuts)
 
 
+def band_index(proba: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Each probability's band (index into the labels): the last band whose cut it reaches; a
+    probability below the first cut is in the first band."""
+    return np.clip(np.searchsorted(cuts, proba, side="right") - 1, 0, len(cuts) - 1)
+
+
 # ---------------------------------------------------------------- reading and writing
 
 
@@ -159,29 +165,13 @@ def describe_version(version) -> str:
 
 def find_segmentation_model(name: str):
     """(pyfunc model, description) of the segmentation model to use, or (None, why not)."""
-    from gymchurn.registry import (
-        alias_versions,
-        load_version,
-        newest_version,
-        registered_model,
-        resolve_version,
-    )
+    from gymchurn.registry import alias_or_newest, load_version
 
     try:
-        registered_model(name)
-    except GymchurnError:
-        return None, f"no model '{name}' is registered: segment columns left out"
-    aliases = alias_versions(name)
-    for alias in ("champion", "challenger"):
-        if alias in aliases:
-            version = resolve_version(name, alias=alias)
-            return load_version(name, version.version), f"{describe_version(version)} (@{alias})"
-    version = newest_version(name)
-    if version is None:
-        return None, f"'{name}' has no versions: segment columns left out"
-    return load_version(name, version.version), (
-        f"{describe_version(version)} (newest version: it has no @champion or @challenger)"
-    )
+        version, how = alias_or_newest(name, ("champion", "challenger"))
+    except GymchurnError as err:
+        return None, f"segment columns left out: {err}"
+    return load_version(name, version.version), f"{describe_version(version)} ({how})"
 
 
 def assign_segments(model, X: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +252,7 @@ def score(cfg: DictConfig, printer=print) -> dict:
     values = features.to_numpy(dtype=np.float64)  # also the reasons' input
     proba = probabilities(estimator, values, features, int(cfg.n_jobs))
     flag = proba >= threshold
-    band = np.clip(np.searchsorted(cuts, proba, side="right") - 1, 0, len(labels) - 1)
+    band = band_index(proba, cuts)
     out = raw[carried].reset_index(drop=True)
     out["churn_probability"] = proba
     out["churn_flag"] = flag.astype(np.int8)

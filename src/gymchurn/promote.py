@@ -24,11 +24,10 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from sklearn.metrics import silhouette_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from gymchurn.config import CONFIG_DIR, register_resolvers
-from gymchurn.data import feature_columns, load_customers, table_digest
+from gymchurn.data import load_customers, split_holdout, table_digest
 from gymchurn.errors import GymchurnError, exit_on_user_error
 from gymchurn.evaluation import classification_metrics
 from gymchurn.registry import (
@@ -86,10 +85,7 @@ def fixed_holdout(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     """The configured stratified holdout of the configured table, and the table's digest."""
     df, _ = load_customers(cfg.data)
     digest = table_digest(df)
-    _, X_test, _, y_test = train_test_split(
-        df[feature_columns(cfg.data)], df[cfg.data.target], test_size=float(cfg.holdout.test_size),
-        stratify=df[cfg.data.target], random_state=int(cfg.holdout.seed),
-    )
+    _, X_test, _, y_test = split_holdout(df, cfg.data, cfg.holdout.test_size, cfg.holdout.seed)
     return X_test, y_test, digest
 
 

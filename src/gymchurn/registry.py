@@ -7,7 +7,7 @@ is the `challenger`; promotion moves `champion` (see DESIGN.md).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -169,19 +169,23 @@ def newest_version(name: str):
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def alias_or_newest(name: str, alias: str):
-    """(ModelVersion, how it was chosen): the version `alias` points at, else the newest one.
+def alias_or_newest(name: str, aliases: Sequence[str]):
+    """(ModelVersion, how it was chosen): the version the first of `aliases` that is set points
+    at, else the newest version.
 
-    Readers (the report) fall back to the newest version so a first run works before any
-    promotion; the note says so, because the newest is not necessarily the best.
+    Readers (scoring's segments, the report) fall back to the newest version so a first run
+    works before any promotion; the note says so, because the newest is not necessarily the best.
     """
     registered_model(name)  # a clear error when the model does not exist at all
-    if alias in alias_versions(name):
-        return resolve_version(name, alias=alias), f"@{alias}"
+    set_aliases = alias_versions(name)
+    for alias in aliases:
+        if alias in set_aliases:
+            return resolve_version(name, alias=alias), f"@{alias}"
     version = newest_version(name)
     if version is None:
         raise GymchurnError(f"'{name}' is registered but has no versions.")
-    return version, f"the newest version: no @{alias} yet (`make promote` sets one)"
+    wanted = " or ".join(f"@{a}" for a in aliases)
+    return version, f"the newest version: no {wanted} yet; `make promote` sets one"
 
 
 def load_version(name: str, version: str | int):

@@ -26,11 +26,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from sklearn.model_selection import train_test_split
 
 from gymchurn.compare import leaderboard
 from gymchurn.config import CONFIG_DIR, register_resolvers, resolve_path
-from gymchurn.data import feature_columns, load_customers, table_digest
+from gymchurn.data import feature_columns, load_customers, split_holdout, table_digest
 from gymchurn.errors import GymchurnError, exit_on_user_error
 from gymchurn.predict import assign_segments, band_cuts, describe_version
 from gymchurn.registry import alias_or_newest, load_fitted_pipeline, load_version, open_registry
@@ -61,7 +60,7 @@ TEMPLATES = jinja2.Environment(
 def find_model(name: str, alias: str, kind: str, command: str):
     """(ModelVersion, how it was chosen), or an error saying which command registers one."""
     try:
-        return alias_or_newest(name, alias)
+        return alias_or_newest(name, (alias,))
     except GymchurnError as err:
         raise GymchurnError(
             f"the report needs a registered {kind} ('{name}') and there is none: run `{command}` "
@@ -89,11 +88,7 @@ def holdout_split(cfg: DictConfig, df: pd.DataFrame, version, digest: str):
     tags = version.tags or {}
     seed = int(tags.get("split_seed", cfg.holdout.seed))
     size = float(tags.get("test_size", cfg.holdout.test_size))
-    target = cfg.data.target
-    _, X_test, _, y_test = train_test_split(
-        df[feature_columns(cfg.data)], df[target], test_size=size, stratify=df[target],
-        random_state=seed,
-    )
+    _, X_test, _, y_test = split_holdout(df, cfg.data, size, seed)
     if tags.get("data_digest") == digest and "split_seed" in tags:
         note = (f"Its holdout is re-drawn exactly as in training (split seed {seed}, "
                 f"{size:.0%} of the table): customers the model never saw.")
@@ -156,8 +151,9 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
         sections.append(section)
         return section
 
-    overview = done(data_overview(df, target, data_columns, phrases, float(cfg.strong_correlation)))
-    done(model_performance(pipeline, threshold, X_test, y_test, df[columns], champion,
+    proba = pipeline.predict_proba(df[columns])[:, 1]  # every customer: sections 2 and 5
+    overview = done(data_overview(df, target, data_columns, float(cfg.strong_correlation)))
+    done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
                            holdout_note, family_runs(churn_version, digest)))
     drivers = done(churn_drivers(
         pipeline, X_test, y_test, df, target, data_columns, phrases,
@@ -167,7 +163,7 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
                             f"{describe_version(segment_version)}, {segment_how}",
                             int(cfg.portrait_features)))
     done(recommendations(
-        pipeline, threshold, df, target, columns, labels, names, bands, cuts,
+        pipeline, threshold, df, proba, target, columns, labels, names, bands, cuts,
         OmegaConf.to_container(cfg.what_if), drivers.numbers["permutation_importance"],
         overview.numbers["strong_pairs"], int(cfg.target_groups), float(cfg.min_drop),
         float(cfg.negligible_importance)))

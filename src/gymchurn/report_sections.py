@@ -22,6 +22,7 @@ from sklearn.inspection import PartialDependenceDisplay, permutation_importance
 from gymchurn.errors import GymchurnError
 from gymchurn.evaluation import classification_metrics
 from gymchurn.plots import classifier_figures, importance_figure, plt
+from gymchurn.predict import band_index
 from gymchurn.reasons import model_input
 from gymchurn.segmentation import (
     phrase,
@@ -175,7 +176,7 @@ def frame_of(rows: list[dict], formats: Mapping[str, str] | None = None) -> pd.D
 # ---------------------------------------------------------------- 1. data at a glance
 
 
-def data_overview(customers: pd.DataFrame, target: str, columns: Mapping, phrases: Mapping,
+def data_overview(customers: pd.DataFrame, target: str, columns: Mapping,
                   strong_correlation: float = 0.7) -> Section:
     section = Section("data", "1. Data at a glance")
     features = [c for c in columns if c != target and c in customers]
@@ -290,10 +291,11 @@ def correlation_figure(corr: pd.DataFrame) -> plt.Figure:
 
 
 def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: pd.Series,
-                      X_all: pd.DataFrame, champion: str, holdout_note: str,
+                      all_proba: np.ndarray, champion: str, holdout_note: str,
                       families: pd.DataFrame | None) -> Section:
     """Holdout metrics of the champion (computed here), the other families' best runs (from
-    MLflow, passed in as `families`), curves, and the threshold in customers per 1,000."""
+    MLflow, passed in as `families`), curves, and the threshold in customers per 1,000 (of the
+    holdout, and of the whole table, whose probabilities are `all_proba`)."""
     section = Section("model", "2. Predicting churn")
     proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, proba, threshold)
@@ -322,7 +324,6 @@ def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: 
     for name, fig in figures.items():
         section.figure(name, captions.get(name, name), fig)
 
-    all_proba = pipeline.predict_proba(X_all)[:, 1]
     per_1000 = 1000 * float((all_proba >= threshold).mean())
     per_1000_holdout = 1000 * float((proba >= threshold).mean())
     section.numbers.update(flagged_per_1000=per_1000, flagged_per_1000_holdout=per_1000_holdout,
@@ -507,11 +508,6 @@ def customer_portraits(customers: pd.DataFrame, target: str, labels, names: Mapp
 # ---------------------------------------------------------------- 5. recommendations
 
 
-def risk_band_labels(proba: np.ndarray, bands: Sequence[str], cuts: np.ndarray) -> np.ndarray:
-    """Each probability's band: the last band whose starting cut it reaches."""
-    return np.asarray(bands)[np.searchsorted(cuts, proba, side="right") - 1]
-
-
 def what_if(pipeline, X: pd.DataFrame, changes: Mapping[str, float], threshold: float) -> dict:
     """The model's churn probability for customers `X` before and after setting `changes`.
 
@@ -528,16 +524,16 @@ def what_if(pipeline, X: pd.DataFrame, changes: Mapping[str, float], threshold: 
             "unflagged": float((after < threshold).mean())}
 
 
-def recommendations(pipeline, threshold: float, customers: pd.DataFrame, target: str,
-                    features: Sequence[str], labels, names: Mapping[int, str],
+def recommendations(pipeline, threshold: float, customers: pd.DataFrame, proba: np.ndarray,
+                    target: str, features: Sequence[str], labels, names: Mapping[int, str],
                     bands: Sequence[str], cuts: np.ndarray, scenarios: Sequence[Mapping],
                     permutation: Mapping[str, float],
                     strong_pairs: Sequence, n_groups: int = 3, min_drop: float = 0.05,
                     negligible: float = 0.002) -> Section:
+    """`proba`: the churn model's probability for each row of `customers`."""
     section = Section("recommendations", "5. Recommendations")
     X = customers[list(features)]
-    proba = pipeline.predict_proba(X)[:, 1]
-    band = risk_band_labels(proba, bands, cuts)
+    band = np.asarray(bands)[band_index(proba, cuts)]
     labels = np.asarray(labels)
     groups = pd.DataFrame({"segment": labels, "band": band, "churn": customers[target].to_numpy(),
                            "proba": proba})
