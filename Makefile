@@ -36,11 +36,11 @@ install: $(STAMP) ## create .venv and install the project (every target does thi
 experiment: $(STAMP) ## tune, evaluate, track and register a churn model: model=lgbm features=engineered tune=default
 	$(BIN)/python -m gymchurn.experiment $(OVERRIDES)
 
-compare: $(STAMP) ## run every model family and print one leaderboard: features=... tune=...
-	$(BIN)/python -m gymchurn.compare $(OVERRIDES)
+compare: $(STAMP) ## every model family x feature set (a Hydra multirun), one leaderboard: model=lgbm,xgb features=raw tune=fast
+	$(BIN)/python -m gymchurn.experiment --multirun experiment=compare $(OVERRIDES)
 
 segment: $(STAMP) ## tune, describe, track and register customer segments: clustering=kmeans tune=default
-	$(BIN)/python -m gymchurn.segment $(OVERRIDES)
+	$(BIN)/python -m gymchurn.segment $(patsubst tune=%,segment_tune@tune=%,$(OVERRIDES))
 
 promote: $(STAMP) ## move @champion to the challenger if it is better on the same holdout: model_name=... version=N force=true
 	$(BIN)/python -m gymchurn.promote $(OVERRIDES)
@@ -67,10 +67,10 @@ test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP) ## tracking overhead, 1 vs 2 workers, training and scoring up to 1M rows -> experiments/benchmarks.md
-	$(BIN)/python -m gymchurn.bench $(args)
+	$(BIN)/python benchmarks/bench.py $(args)
 
-lint: $(STAMP) ## ruff
-	$(BIN)/ruff check src tests
+lint: $(STAMP) ## ruff (what CI runs besides the tests)
+	$(BIN)/ruff check src tests benchmarks
 
 clean-outputs: ## remove Hydra output folders (the MLflow store in mlruns/ is kept)
 	rm -rf outputs

@@ -6,6 +6,7 @@ every failure is reported in one message that names the column, the rule and som
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import shutil
@@ -13,13 +14,11 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
 
 from gymchurn.config import resolve_path
 from gymchurn.errors import GymchurnError
@@ -93,26 +92,75 @@ def ensure_data_file(data_cfg: Mapping) -> Path:
 # ---------------------------------------------------------------- reading
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, with one clear error for each way it can fail."""
+FILE_TYPES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def file_type(path: Path, what: str = "input") -> str:
+    """'csv' or 'parquet' from the file name, or one clear error naming the choices."""
+    kind = FILE_TYPES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise GymchurnError(
+            f"unknown file type '{Path(path).suffix or Path(path).name}' for the {what} {path}: "
+            "use a .csv or .parquet file."
+        )
+    return kind
+
+
+def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV or Parquet table of customers (pyarrow, multi-threaded): the one reader for
+    training, scoring and every later command, with one clear error per way it can fail.
+
+    CSV columns outside `schema_columns` (ids, notes) are read as text, so they are carried
+    through exactly as written (an id 007 stays 007); schema columns are inferred and then
+    validated (`validate_customers`).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     path = Path(path)
+    kind = file_type(path)
     if not path.exists():
         raise GymchurnError(f"file not found: {path}. Check the path.")
-    suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path, engine="pyarrow")
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, ValueError, OSError) as err:
+        if kind == "parquet":
+            return pq.read_table(path).to_pandas()
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
+        if not header:
+            raise GymchurnError(f"could not read {path} as CSV: the file is empty. Expected a "
+                                "header row and at least one customer.")
+        text = {name: pa.string() for name in header if name not in set(schema_columns)}
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
+        return table.to_pandas()
+    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise GymchurnError(
-            f"could not read {path} as {suffix[1:].upper()}: {first_line}. "
+            f"could not read {path} as {kind.upper()}: {first_line}. "
             "Check that the file is a complete table with a header row."
         ) from err
-    raise GymchurnError(
-        f"unknown file type '{suffix or path.name}' for {path}: use a .csv or .parquet file."
-    )
+
+
+def write_table(table: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet to a temp file beside `path`, then rename: readers never see a
+    partial file, and a failed write leaves nothing."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    kind = file_type(path, "output")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if kind == "parquet":
+            pq.write_table(arrow, tmp)
+        else:
+            pacsv.write_csv(arrow, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def table_digest(df: pd.DataFrame) -> str:
@@ -126,12 +174,14 @@ def table_digest(df: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def build_schema(columns: Mapping, target: str, require_target: bool = True) -> pa.DataFrameSchema:
+def build_schema(columns: Mapping, target: str, require_target: bool = True):
     """pandera schema from the config's column rules.
 
     Every column is read as float (so text fails coercion and is reported by row); `int` columns
     must then hold whole numbers and are cast to int64 after validation.
     """
+    import pandera.pandas as pa  # seconds to import: only commands that validate pay for it
+
     schema_columns = {}
     for name, rule in columns.items():
         checks = []
@@ -210,6 +260,8 @@ def validate_customers(
     """
     if len(df) == 0:
         raise GymchurnError("the table has no rows. Provide at least one customer.")
+    from pandera.errors import SchemaErrors
+
     schema = build_schema(columns, target, require_target)
     original_index = df.index
     try:
@@ -238,7 +290,8 @@ def load_customers(data_cfg: Mapping) -> tuple[pd.DataFrame, dict]:
     Returns the table (schema columns only) and its provenance: path, file sha256, row count.
     """
     path = ensure_data_file(data_cfg)
-    df, extra = validate_customers(read_table(path), data_cfg["columns"], data_cfg["target"])
+    df, extra = validate_customers(read_customers(path, list(data_cfg["columns"])),
+                                   data_cfg["columns"], data_cfg["target"])
     if extra:
         warnings.warn(f"{path}: ignoring columns not in the schema: {extra}", stacklevel=2)
     return df, {"path": str(path), "sha256": file_sha256(path), "rows": len(df)}

@@ -222,11 +222,36 @@ def set_alias(name: str, alias: str, version: str | int | None) -> None:
         client.set_registered_model_alias(name, alias, str(version))
 
 
+def set_version_tags(name: str, version: str | int, tags: Mapping[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def describe_version(version) -> str:
+    """"gym-churn-classifier version 3 @champion (lgbm/engineered)", for printed lines."""
+    tags = version.tags or {}
+    aliases = "".join(f" @{a}" for a in sorted(version.aliases or []))
+    what = "/".join(tags[k] for k in ("model_family", "feature_set") if k in tags)
+    return f"{version.name} version {version.version}{aliases}" + (f" ({what})" if what else "")
+
+
+def find_segmentation_model(name: str):
+    """(pyfunc model, description) of the segmentation to use alongside the churn model:
+    @champion, else @challenger, else the newest version; or (None, why there is none)."""
+    try:
+        version, how = alias_or_newest(name, ("champion", "challenger"))
+    except GymchurnError as err:
+        return None, f"segment columns left out: {err}"
+    return load_version(name, version.version), f"{describe_version(version)} ({how})"
+
+
 def open_registry(tracking_cfg: Mapping) -> None:
     """Point MLflow at the configured store for reading; a local store must already exist
     (scoring and promotion never create an empty one by accident)."""
-    from gymchurn.tracking import sqlite_path
+    from gymchurn.tracking import quiet_libraries, sqlite_path
 
+    quiet_libraries()
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
     if db is not None and not db.exists():

@@ -1,7 +1,14 @@
-"""Tracking stage: the MLflow store, experiments, parent runs and one nested run per trial.
+"""Tracking stage: the MLflow store, and the one recorder that logs any road's result.
 
-Shared by every experiment type (churn, segmentation, report, promotion), so they all use one
-store layout: `sqlite:///<root>/mlruns/mlflow.db` with artifacts in `<root>/mlruns/artifacts/`.
+Every road (churn, segments, promotion, report) returns a plain result; its `record()` says
+what to log as a `RunRecord` (params, metrics, tags, texts, tables, figures, folders, dataset
+input, model, registry version). `tracked_run` opens the run; `record` logs a RunRecord into
+it; `TrialLogging` gives tuning workers one nested run per trial. Nothing else in the package
+calls MLflow's logging API.
+
+One store layout for all: `sqlite:///<root>/mlruns/mlflow.db` with artifacts in
+`<root>/mlruns/artifacts/<experiment>/`. MLflow is imported inside the functions, so commands
+that never log do not pay for it.
 """
 
 from __future__ import annotations
@@ -12,18 +19,14 @@ import logging
 import math
 import os
 import subprocess
+import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
-
-import mlflow
-import optuna
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from gymchurn.config import PROJECT_ROOT
 from gymchurn.errors import GymchurnError
@@ -40,7 +43,13 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
     for name in ("alembic", "mlflow", "optuna", "lightgbm"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with contextlib.suppress(ImportError):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------- the store
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -77,6 +86,11 @@ def default_artifact_root(uri: str) -> str | None:
 
 def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> str:
     """Point MLflow at the configured store and return the experiment's id (created if new)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    quiet_libraries()  # importing mlflow resets its loggers to INFO
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
     if db is None and urlparse(uri).scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
@@ -120,42 +134,267 @@ def git_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def log_table_input(df, name: str, source: str, digest: str, target: str | None, context: str):
-    """Record a table as the active run's dataset input, identified by its full-content digest."""
-    dataset = mlflow.data.from_pandas(
-        df, source=source, name=name, targets=target, digest=digest[:16]
-    )
-    mlflow.log_input(dataset, context=context)
+# ---------------------------------------------------------------- what a road asks to log
+
+
+@dataclass
+class DatasetInput:
+    """A table logged as the run's dataset input, identified by its full-content digest
+    (MLflow's own digest reads only the first 10,000 rows)."""
+
+    frame: Any
+    name: str
+    source: str
+    digest: str
+    target: str | None
+    context: str
+
+
+@dataclass
+class ModelSpec:
+    """A fitted pipeline to log as a pyfunc model defined by the file `code` (models from code)."""
+
+    pipeline: Any
+    code: Path
+    input_example: Any
+    output_example: Any
+    model_config: dict
+
+
+@dataclass
+class Registration:
+    """Register the logged model as a new version of `model_name` with these tags and alias
+    (the recorder adds the run id)."""
+
+    model_name: str
+    tags: dict
+    alias: str | None
+
+
+@dataclass
+class RunRecord:
+    """Everything one road asks to log into a run. Artifact names are paths in the run:
+    tables ending in .json go through `mlflow.log_table`, others are written as CSV (no index);
+    `folders` are local folders logged under their artifact path."""
+
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tags: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    folders: dict = field(default_factory=dict)
+    dataset: DatasetInput | None = None
+    model: ModelSpec | None = None
+    registration: Registration | None = None
+
+
+@dataclass
+class Logged:
+    """What `record` produced, and the wall time it spent per kind of call."""
+
+    model_uri: str | None = None
+    version: str | None = None
+    seconds: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    """The run `tracked_run` opened (its ids) and the time the recorder spent in MLflow."""
+
+    experiment_id: str
+    run_id: str
+    experiment: str
+    seconds: dict = field(default_factory=dict)
+
+    def add(self, timings: Mapping[str, float]) -> None:
+        for key, value in timings.items():
+            self.seconds[key] = self.seconds.get(key, 0.0) + value
+
+
+@contextlib.contextmanager
+def tracked_run(tracking_cfg: Mapping, run_name: str, tags: Mapping,
+                experiment: str | None = None,
+                on_interrupt: Callable[[], str] | None = None,
+                printer: Callable[[str], None] = print) -> Iterator[RunContext]:
+    """Open a run in the configured store; mark it KILLED on Ctrl-C / SIGTERM, saying what
+    `on_interrupt()` reports was kept, then let the interrupt end the command."""
+    import mlflow
+
+    start = time.perf_counter()
+    name = experiment or tracking_cfg["experiment"]
+    experiment_id = setup_experiment(tracking_cfg, name)
+    tags = {**tags, "git_commit": git_commit()}
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                           tags={k: str(v) for k, v in tags.items()})
+    context = RunContext(experiment_id, run.info.run_id, name)
+    context.add({"store and run": time.perf_counter() - start})
+    try:
+        yield context
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        kept = f" {on_interrupt()}" if on_interrupt else ""
+        printer(f"\ninterrupted: MLflow run {context.run_id} marked KILLED;{kept}")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    start = time.perf_counter()
+    mlflow.end_run()
+    context.add({"store and run": time.perf_counter() - start})
+
+
+def record(result: RunRecord, context: RunContext | None = None) -> Logged:
+    """Log `result` into the active run; return the model URI, registry version and timings."""
+    import mlflow
+
+    logged = Logged()
+    clock = time.perf_counter
+
+    def timed(group: str, start: float) -> None:
+        logged.seconds[group] = logged.seconds.get(group, 0.0) + clock() - start
+
+    start = clock()
+    if result.params:
+        mlflow.log_params(result.params)
+    if result.metrics:
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+    if result.tags:
+        mlflow.set_tags({k: str(v) for k, v in result.tags.items()})
+    for path, text in result.texts.items():
+        mlflow.log_text(text, path)
+    if result.dataset is not None:
+        d = result.dataset
+        dataset = mlflow.data.from_pandas(d.frame, source=d.source, name=d.name, targets=d.target,
+                                          digest=d.digest[:16])
+        mlflow.log_input(dataset, context=d.context)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, table in result.tables.items():
+            if path.endswith(".json"):
+                mlflow.log_table(table, path)
+                continue
+            local = Path(tmp) / Path(path).name
+            table.to_csv(local, index=False)
+            folder = str(Path(path).parent)
+            mlflow.log_artifact(str(local), None if folder == "." else folder)
+    for path, local in result.folders.items():
+        mlflow.log_artifacts(str(local), path)
+    timed("params, metrics, tables, dataset", start)
+
+    start = clock()
+    if result.figures:
+        import matplotlib.pyplot as plt
+
+        for path, figure in result.figures.items():
+            mlflow.log_figure(figure, path)
+            plt.close(figure)  # logged: pyplot need not keep it open
+    timed("plots", start)
+
+    if result.model is not None:
+        from gymchurn.registry import log_pipeline_model, register_version
+
+        start = clock()
+        m = result.model
+        info = log_pipeline_model(m.pipeline, m.code, m.input_example, m.output_example,
+                                  m.model_config)
+        logged.model_uri = info.model_uri
+        timed("model (skops, signature, environment)", start)
+        if result.registration is not None:
+            start = clock()
+            r = result.registration
+            tags = {**r.tags, "run_id": mlflow.active_run().info.run_id}
+            logged.version = register_version(info.model_uri, r.model_name, tags, r.alias).version
+            timed("registry version + alias", start)
+    if context is not None:
+        context.add(logged.seconds)
+    return logged
+
+
+# ---------------------------------------------------------------- one nested run per trial
+
+
+@dataclass
+class TrialLogging:
+    """Picklable recipe for the per-trial logger, so spawned tuning workers log too."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    metric: str | None = None  # the single objective's name; None for multi-objective studies
+    loggers: list = field(default_factory=list, repr=False)  # made in this process
+
+    def __call__(self) -> TrialRunLogger:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        logger = TrialRunLogger(self.experiment_id, self.parent_run_id, self.metric)
+        self.loggers.append(logger)
+        return logger
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Time this process's trial loggers spent in MLflow (for the run's tracking time)."""
+        return {"nested trial runs (one per trial)": sum(lg.seconds for lg in self.loggers)}
+
+
+def trial_logging(context: RunContext, metric: str | None = None) -> TrialLogging:
+    import mlflow
+
+    return TrialLogging(mlflow.get_tracking_uri(), context.experiment_id, context.run_id, metric)
 
 
 class TrialRunLogger:
     """Optuna callback: one nested MLflow run per finished trial (params, scores, state).
 
     Uses the client API with an explicit parent id, so it also works from worker processes
-    that have no active parent run of their own. What a trial logs is `trial_metrics` and
-    `trial_tags`: the churn study's single CV score here; a subclass logs other studies'.
+    that have no active parent run of their own. A single-objective trial logs its CV score
+    (`cv_<metric>`, its spread and the running mean per fold); a multi-objective trial every
+    score it computed, its constraint values and whether it is feasible.
     """
 
-    def __init__(self, experiment_id: str, parent_run_id: str, metric: str):
+    def __init__(self, experiment_id: str, parent_run_id: str, metric: str | None):
+        from mlflow.tracking import MlflowClient
+
         self.client = MlflowClient()
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.metric = metric
+        self.seconds = 0.0
 
-    def trial_metrics(self, trial: optuna.trial.FrozenTrial) -> dict[str, float | dict[int, float]]:
+    def trial_metrics(self, trial) -> dict[str, float | dict[int, float]]:
         """name -> value, or name -> {step: value} for a series."""
+        from optuna.trial import TrialState
+
+        if self.metric is None:
+            scores = {k: v for k, v in trial.user_attrs.items()
+                      if k != "repeat_of" and isinstance(v, int | float) and not isinstance(v, bool)}
+            scores.update({f"constraint_{k}": v for k, v in trial.constraints.items()})
+            return scores
         metrics: dict = {}
-        if trial.state == optuna.trial.TrialState.COMPLETE:  # a pruned trial's mean is partial
+        if trial.state == TrialState.COMPLETE:  # a pruned trial's mean is partial
             metrics[f"cv_{self.metric}"] = trial.value
         if "cv_std" in trial.user_attrs:
             metrics[f"cv_{self.metric}_std"] = trial.user_attrs["cv_std"]
         metrics[f"cv_{self.metric}_running"] = dict(trial.intermediate_values)
         return metrics
 
-    def trial_tags(self, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
-        return {"error": trial.user_attrs["error"]} if "error" in trial.user_attrs else {}
+    def trial_tags(self, trial) -> dict[str, str]:
+        from optuna.trial import TrialState
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        from gymchurn.tuning import is_feasible
+
+        tags = {k: str(trial.user_attrs[k]) for k in ("error", "repeat_of")
+                if trial.user_attrs.get(k) is not None}
+        if self.metric is None and trial.state == TrialState.COMPLETE:
+            tags["feasible"] = str(is_feasible(trial.constraints)).lower()
+        return tags
+
+    def __call__(self, study, trial) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+        from optuna.trial import TrialState
+
+        started = time.perf_counter()
         start_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
         end_ms = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
         run = self.client.create_run(
@@ -181,12 +420,18 @@ class TrialRunLogger:
             params=[Param(k, str(v)) for k, v in trial.params.items()],
             tags=[RunTag(k, str(v)) for k, v in self.trial_tags(trial).items()],
         )
-        status = "FAILED" if trial.state == optuna.trial.TrialState.FAIL else "FINISHED"
+        status = "FAILED" if trial.state == TrialState.FAIL else "FINISHED"
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
+        self.seconds += time.perf_counter() - started
+
+
+# ---------------------------------------------------------------- summaries
 
 
 def ui_hint(experiment_id: str, run_id: str) -> list[str]:
     """How to open a run in the UI, for the end-of-run summary."""
+    import mlflow
+
     uri = mlflow.get_tracking_uri()
     if uri.startswith("http"):
         return [f"open:   {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"]
@@ -196,11 +441,11 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
     ]
 
 
-def summary_footer(result: Mapping, registry_cfg: Mapping, experiment: str) -> list[str]:
+def summary_footer(context: RunContext, version: str | None, registry_cfg: Mapping) -> list[str]:
     """Closing lines of every experiment's summary: registered version, run id, UI link."""
     rows = []
-    if result["model_version"]:
-        rows.append(f"registry   {registry_cfg['model_name']} version {result['model_version']}"
+    if version:
+        rows.append(f"registry   {registry_cfg['model_name']} version {version}"
                     f"  alias @{registry_cfg['alias']}")
-    rows.append(f"run        {result['run_id']}  (experiment '{experiment}')")
-    return rows + ui_hint(result["experiment_id"], result["run_id"])
+    rows.append(f"run        {context.run_id}  (experiment '{context.experiment}')")
+    return rows + ui_hint(context.experiment_id, context.run_id)

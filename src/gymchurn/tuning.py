@@ -1,26 +1,23 @@
-"""Tuning stage: Optuna searches a model family's space by cross-validation on the training split.
+"""Tuning stage: the study plumbing every road shares (churn: one objective; segments: several).
 
-Optuna is called directly (not through hydra-optuna-sweeper, see DESIGN.md): TPE seeded,
-pruning fold by fold, the study in an RDB storage URL so a rerun resumes it and several
-workers can share it.
+Optuna is called directly (not through hydra-optuna-sweeper, see DESIGN.md): seeded samplers,
+the study in an RDB storage URL so a rerun resumes it and several workers can share it, one
+progress line per trial, failed trials recorded with their reason, interrupted ones not
+charged to the budget. What a road adds is its objective, sampler and pruner.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
 import optuna
-import pandas as pd
 from optuna.trial import TrialState
-from sklearn.model_selection import StratifiedKFold
-from sqlalchemy.exc import SQLAlchemyError
 
 from gymchurn.errors import GymchurnError
-from gymchurn.evaluation import tuning_metric
-from gymchurn.tracking import sqlite_init_lock, sqlite_path
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -50,40 +47,6 @@ def suggest_params(trial: optuna.Trial, space: Mapping) -> dict:
     return params
 
 
-def cv_folds(y, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The stratified folds every trial, the threshold and the OOF metrics share."""
-    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(y)), y))
-
-
-def make_objective(
-    X: pd.DataFrame,
-    y: pd.Series,
-    folds: Sequence,
-    space: Mapping,
-    metric: str,
-    build: Callable[[dict], object],
-) -> Callable[[optuna.Trial], float]:
-    """Objective: mean CV score of the pipeline `build(params)`, reported (and pruned) per fold."""
-    score, _ = tuning_metric(metric)
-
-    def cross_validate(trial: optuna.Trial) -> float:
-        params = suggest_params(trial, space)
-        scores = []
-        for step, (train_idx, valid_idx) in enumerate(folds):
-            model = build(params)
-            model.fit(X.iloc[train_idx], y.iloc[train_idx])
-            proba = model.predict_proba(X.iloc[valid_idx])[:, 1]
-            scores.append(float(score(y.iloc[valid_idx], proba)))
-            trial.report(float(np.mean(scores)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        trial.set_user_attr("cv_std", float(np.std(scores)))
-        return float(np.mean(scores))
-
-    return recording_failures(cross_validate)
-
-
 def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
     """Wrap an objective so a failed trial keeps its reason and an interrupted one is marked.
 
@@ -106,8 +69,29 @@ def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
     return objective
 
 
+# ---------------------------------------------------------------- opening a study
+
+
+def study_name(parts: Sequence, digest: str, searched: Mapping | None = None,
+               given: str | None = None) -> str:
+    """Same settings and same data -> same name, so rerunning a command resumes its study.
+
+    `parts` are the settings spelled out in the name; `searched` (a search space, constraints,
+    ...) enters as a short fingerprint; `given` (tune.study_name) wins when set.
+    """
+    if given:
+        return str(given)
+    name = "-".join(str(p) for p in parts)
+    if searched is not None:
+        fingerprint = hashlib.sha256(json.dumps(searched, sort_keys=True, default=str).encode())
+        name += f"-{fingerprint.hexdigest()[:8]}"
+    return f"{name}-{digest[:8]}"
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (SQLite, PostgreSQL, ...) shared safely by several workers."""
+    from gymchurn.tracking import sqlite_init_lock, sqlite_path
+
     db = sqlite_path(url)
     # Several workers write to one SQLite file: wait for its lock instead of failing at once.
     engine_kwargs = {"connect_args": {"timeout": 60}} if db else {}
@@ -120,36 +104,36 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         )
 
 
-def open_study(
-    tune_cfg: Mapping, study_name: str, direction: str, worker: int = 0
-) -> optuna.Study:
+def open_study(storage: str, name: str, directions: Sequence[str],
+               sampler: optuna.samplers.BaseSampler,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study in its storage, or load it if it exists (that is how runs resume).
 
-    Each worker seeds its sampler differently (seed + worker), so parallel workers explore
-    different points; a single worker (0) is reproducible from the seed.
+    One direction is a single-objective study, several a multi-objective one.
     """
-    sampler = optuna.samplers.TPESampler(seed=int(tune_cfg["seed"]) + worker)
-    pruner = optuna.pruners.MedianPruner(
-        n_startup_trials=int(tune_cfg["pruner"]["n_startup_trials"]),
-        n_warmup_steps=int(tune_cfg["pruner"]["n_warmup_steps"]),
-    )
+    from sqlalchemy.exc import SQLAlchemyError
+
+    directions = list(directions)
     try:
         study = optuna.create_study(
-            storage=open_storage(str(tune_cfg["storage"])), study_name=study_name,
-            direction=direction,
+            storage=open_storage(str(storage)), study_name=name, directions=directions,
             sampler=sampler, pruner=pruner, load_if_exists=True,
         )
     except (ValueError, ImportError, SQLAlchemyError) as err:
         raise GymchurnError(
-            f"could not open the Optuna storage '{tune_cfg['storage']}': {err}. "
+            f"could not open the Optuna storage '{storage}': {err}. "
             "Set tune.storage= to a SQLAlchemy URL such as sqlite:///path/optuna.db."
         ) from err
-    if study.direction.name.lower() != direction:
+    found = [d.name.lower() for d in study.directions]
+    if found != directions:
         raise GymchurnError(
-            f"study '{study_name}' exists with direction {study.direction.name.lower()}, "
-            f"but the metric needs {direction}. Set tune.study_name= to a new name."
+            f"study '{name}' exists with direction {' '.join(found)}, but this run needs "
+            f"{' '.join(directions)}. Set tune.study_name= to a new name."
         )
     return study
+
+
+# ---------------------------------------------------------------- counting and reporting trials
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -158,28 +142,73 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             if not t.user_attrs.get("interrupted")]
 
 
-class ProgressPrinter:
-    """Prints one line per trial: n of N, its value, the best so far, pruned/failed counts."""
+def is_feasible(constraints: Mapping[str, float]) -> bool:
+    """A trial meets its constraints when every value is <= 0 (Optuna's convention)."""
+    return all(value <= 0 for value in constraints.values())
 
-    def __init__(self, n_total: int, metric: str, printer: Callable[[str], None] = print):
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    """Complete, pruned (single objective) or feasible (several objectives), and failed trials."""
+    trials = finished_trials(study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    counts = {"n_trials_complete": len(complete)}
+    if is_multi_objective(study):
+        counts["n_trials_feasible"] = sum(is_feasible(t.constraints) for t in complete)
+    else:
+        counts["n_trials_pruned"] = sum(t.state == TrialState.PRUNED for t in trials)
+    counts["n_trials_failed"] = sum(t.state == TrialState.FAIL for t in trials)
+    return counts
+
+
+def pareto_front_size(study: optuna.Study) -> int:
+    """Distinct parameter sets on the front (a repeated trial counts once)."""
+    return len({tuple(sorted(t.params.items())) for t in study.best_trials})
+
+
+class ProgressPrinter:
+    """One line per trial: n of N, its value(s), the best so far (one objective) or the Pareto
+    front's size (several), pruned/failed counts, and the time since the start.
+
+    `names` are the objectives' names; `label_param` a parameter shown on every line (the
+    segments' column subset)."""
+
+    def __init__(self, n_total: int, names: Sequence[str], label_param: str | None = None,
+                 printer: Callable[[str], None] = print):
         self.n_total = n_total
-        self.metric = metric
+        self.names = list(names)
+        self.label_param = label_param
         self.printer = printer
         self.start = time.monotonic()
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        trials = finished_trials(study)
-        pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
-        value = f"{trial.value:.5f}" if trial.value is not None else trial.state.name.lower()
-        try:
-            best = f"{study.best_value:.5f} (trial {study.best_trial.number})"
-        except ValueError:
-            best = "none yet"
-        self.printer(
-            f"  trial {len(trials):>3}/{self.n_total}  {self.metric}={value:<9}  best={best}  "
-            f"pruned={pruned} failed={failed}  {time.monotonic() - self.start:5.1f}s"
-        )
+        counts = trial_counts(study)
+        n = f"  trial {len(finished_trials(study)):>3}/{self.n_total}  "
+        elapsed = f"{time.monotonic() - self.start:5.1f}s"
+        if not is_multi_objective(study):
+            value = f"{trial.value:.5f}" if trial.value is not None else trial.state.name.lower()
+            try:
+                best = f"{study.best_value:.5f} (trial {study.best_trial.number})"
+            except ValueError:
+                best = "none yet"
+            self.printer(f"{n}{self.names[0]}={value:<9}  best={best}  "
+                         f"pruned={counts['n_trials_pruned']} failed={counts['n_trials_failed']}  "
+                         f"{elapsed}")
+            return
+        if trial.state == TrialState.COMPLETE:
+            values = "  ".join(f"{n}={v:.4f}" for n, v in zip(self.names, trial.values, strict=True))
+            state = "feasible" if is_feasible(trial.constraints) else "infeasible"
+        else:
+            values, state = trial.state.name.lower(), ""
+        label = f"{trial.params.get(self.label_param, '?'):<18} " if self.label_param else ""
+        self.printer(f"{n}{label}{values}  {state:<10}  front={pareto_front_size(study)} "
+                     f"failed={counts['n_trials_failed']}  {elapsed}")
+
+
+# ---------------------------------------------------------------- running trials
 
 
 def run_trials(
@@ -226,3 +255,23 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
         f"Last failure: {reason}. "
         "Check the model's search space and estimator arguments."
     )
+
+
+def last_failure(study: optuna.Study) -> str:
+    """The reason the study's last failed trial recorded, as a sentence ('' if none)."""
+    failed = [t for t in study.get_trials(deepcopy=False) if "error" in t.user_attrs]
+    return f" Last failure: {failed[-1].user_attrs['error']}." if failed else ""
+
+
+def resume_note(study: optuna.Study, n_total: int) -> str | None:
+    """The line saying a rerun resumes a study, or None for a new one."""
+    already = len(finished_trials(study))
+    if not already:
+        return None
+    return f"resuming study '{study.study_name}': {already} of {n_total} trials already finished"
+
+
+def interrupted_note(study: optuna.Study) -> str:
+    """What an interrupted run kept: the study and its finished trials."""
+    return (f"study '{study.study_name}' keeps {len(finished_trials(study))} finished trials. "
+            "Rerun the same command to resume.")

@@ -1,7 +1,7 @@
-"""Compiled kernels of `gymchurn.reasons.LightGBMContributions` (its docstring says how it works).
+"""Compiled kernels of `gymchurn.churn.reasons.LightGBMContributions` (its docstring says how it works).
 
 Kept apart so that numba is imported (and the kernels loaded from numba's cache, compiled on
-the first run only) when reasons are computed, not on every import of gymchurn.reasons.
+the first run only) when reasons are computed, not on every import of gymchurn.churn.reasons.
 """
 
 from __future__ import annotations

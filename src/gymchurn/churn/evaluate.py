@@ -1,6 +1,9 @@
-"""Evaluation stage: metrics on probabilities, and the decision threshold."""
+"""Churn evaluation: metrics on probabilities, the decision threshold, and cross-validation
+(the folds every trial shares, the tuning objective, repeated CV of the chosen pipeline)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -83,3 +86,58 @@ def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -
     # Halfway to the next lower probability: robust to tiny shifts in new predictions.
     lower = cuts[best] if best < len(cuts) else 0.0
     return float((cuts[best - 1] + lower) / 2)
+
+
+# ---------------------------------------------------------------- cross-validation
+
+
+def cv_folds(y, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The stratified folds every trial, the threshold and the OOF metrics share."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def make_objective(X, y, folds: Sequence, space: Mapping, metric: str,
+                   build: Callable[[dict], object]) -> Callable:
+    """Optuna objective: mean CV score of the pipeline `build(params)`, reported (and pruned)
+    per fold."""
+    import optuna
+
+    from gymchurn.tuning import recording_failures, suggest_params
+
+    score, _ = tuning_metric(metric)
+
+    def cross_validate(trial: optuna.Trial) -> float:
+        params = suggest_params(trial, space)
+        scores = []
+        for step, (train_idx, valid_idx) in enumerate(folds):
+            model = build(params)
+            model.fit(X.iloc[train_idx], y.iloc[train_idx])
+            proba = model.predict_proba(X.iloc[valid_idx])[:, 1]
+            scores.append(float(score(y.iloc[valid_idx], proba)))
+            trial.report(float(np.mean(scores)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        trial.set_user_attr("cv_std", float(np.std(scores)))
+        return float(np.mean(scores))
+
+    return recording_failures(cross_validate)
+
+
+def repeated_cv_metrics(build, params, X, y, threshold, folds, repeats, seed) -> dict[str, float]:
+    """Mean and spread of every metric over repeated stratified k-fold (training split only)."""
+    import pandas as pd
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed + 1)
+    rows = []
+    for train_idx, valid_idx in splitter.split(X, y):
+        model = build(params).fit(X.iloc[train_idx], y.iloc[train_idx])
+        proba = model.predict_proba(X.iloc[valid_idx])[:, 1]
+        rows.append(classification_metrics(y.iloc[valid_idx], proba, threshold))
+    table = pd.DataFrame(rows)
+    out = {f"rcv_{k}_mean": float(v) for k, v in table.mean().items()}
+    out.update({f"rcv_{k}_std": float(v) for k, v in table.std(ddof=1).items()})
+    return out

@@ -11,9 +11,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from gymchurn.registry import load_pipeline
-
-SEGMENT_COLUMN = "segment"
-NAME_COLUMN = "segment_name"
+from gymchurn.segments.model import NAME_COLUMN, SEGMENT_COLUMN
 
 
 class CustomerSegmentModel(PythonModel):

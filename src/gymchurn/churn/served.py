@@ -10,9 +10,8 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from gymchurn.churn import PROBABILITY_COLUMN
 from gymchurn.registry import load_pipeline
-
-OUTPUT_COLUMN = "churn_probability"
 
 
 class ChurnProbabilityModel(PythonModel):
@@ -24,7 +23,7 @@ class ChurnProbabilityModel(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         proba = self.pipeline.predict_proba(model_input)[:, 1]
-        return pd.DataFrame({OUTPUT_COLUMN: proba}, index=model_input.index)
+        return pd.DataFrame({PROBABILITY_COLUMN: proba}, index=model_input.index)
 
 
 mlflow.models.set_model(ChurnProbabilityModel())

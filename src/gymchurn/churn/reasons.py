@@ -100,7 +100,7 @@ class LightGBMContributions:
             out[missing] = self(X[missing], n_jobs)
             out[~missing] = self(X[~missing], n_jobs)
             return out
-        from gymchurn import _treeshap  # numba: imported and compiled (cached) on first use
+        from gymchurn.churn import _treeshap  # numba: imported and compiled (cached) on first use
 
         bins = self.bins(X)
         n_jobs = max(1, min(n_jobs, len(self.trees)))

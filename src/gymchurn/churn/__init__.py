@@ -1,0 +1,3 @@
+"""The churn road: tune, evaluate and register a classifier; score customers; explain scores."""
+
+PROBABILITY_COLUMN = "churn_probability"  # the registered model's one output column

@@ -1,0 +1,310 @@
+"""The churn road's core: split -> Optuna (CV on the training split) -> threshold on out-of-fold
+predictions -> refit -> holdout metrics, figures and tables -> a plain `ChurnResult`.
+
+No MLflow here: `plan` says what the run is (tags, params, dataset) before any work, `fit`
+returns what to log, and the tracking stage's recorder logs both (`result.record()`). Tuning
+may run in several processes on one study; each logs its trials through the callback recipe
+it is given (`trial_logging`), which the core only calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from gymchurn.churn import PROBABILITY_COLUMN
+from gymchurn.churn.evaluate import (
+    choose_threshold,
+    classification_metrics,
+    cv_folds,
+    make_objective,
+    repeated_cv_metrics,
+    tuning_metric,
+)
+from gymchurn.data import feature_columns, split_holdout, table_digest
+from gymchurn.errors import GymchurnError, raise_keyboard_interrupt
+from gymchurn.pipeline import build_pipeline
+from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
+from gymchurn.tuning import (
+    ProgressPrinter,
+    best_trial,
+    open_study,
+    run_trials,
+    study_name,
+    trial_counts,
+)
+
+SERVED_MODEL = Path(__file__).with_name("served.py")  # logged as the model's code
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Values the schema cannot check: fail before any work with the fix in the message."""
+    if not 0 < cfg.split.test_size < 1:
+        raise GymchurnError(f"split.test_size must be between 0 and 1, got {cfg.split.test_size}.")
+    if int(cfg.tune.n_trials) < 1:
+        raise GymchurnError(f"tune.n_trials must be at least 1, got {cfg.tune.n_trials}.")
+    if int(cfg.workers) < 1:
+        raise GymchurnError(f"workers must be at least 1, got {cfg.workers}.")
+    if int(cfg.tune.folds) < 2:
+        raise GymchurnError(f"tune.folds must be at least 2, got {cfg.tune.folds}.")
+    tuning_metric(cfg.tune.metric)
+    if cfg.threshold.rule not in ("f1", "cost"):
+        raise GymchurnError(f"unknown threshold.rule '{cfg.threshold.rule}'. Use f1 or cost.")
+
+
+def open_churn_study(tune_cfg, name: str, worker: int = 0):
+    """The churn study: seeded TPE (seed + worker, so parallel workers explore different
+    points; a single worker 0 is reproducible) and median pruning fold by fold."""
+    import optuna
+
+    return open_study(
+        tune_cfg.storage, name, [tuning_metric(tune_cfg.metric)[1]],
+        sampler=optuna.samplers.TPESampler(seed=int(tune_cfg.seed) + worker),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=int(tune_cfg.pruner.n_startup_trials),
+            n_warmup_steps=int(tune_cfg.pruner.n_warmup_steps)),
+    )
+
+
+# ---------------------------------------------------------------- the plan: what the run is
+
+
+@dataclass
+class ChurnPlan:
+    """The experiment before any work: config, data, split, study; what the run is tagged with."""
+
+    cfg: DictConfig
+    customers: pd.DataFrame
+    provenance: dict
+    digest: str
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+    study_name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.model.name}-{self.cfg.features.name}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        cfg = self.cfg
+        return {"run_type": "churn", "model_family": cfg.model.name, "feature_set": cfg.features.name,
+                "tuned_metric": cfg.tune.metric, "data_digest": self.digest,
+                "data_file_sha256": self.provenance["sha256"], "split_seed": str(cfg.split.seed),
+                "study_name": self.study_name}
+
+    def record(self) -> RunRecord:
+        """Logged when the run opens, so even an interrupted run says what it was."""
+        cfg = self.cfg
+        return RunRecord(
+            params={"model_family": cfg.model.name, "feature_set": cfg.features.name,
+                    "tune_metric": cfg.tune.metric, "n_trials": int(cfg.tune.n_trials),
+                    "cv_folds": cfg.tune.folds, "test_size": cfg.split.test_size,
+                    "split_seed": cfg.split.seed, "threshold_rule": cfg.threshold.rule,
+                    "cost_ratio": cfg.threshold.cost_ratio, "n_rows": len(self.customers),
+                    "workers": int(cfg.workers)},
+            texts={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)},
+            dataset=DatasetInput(self.customers, cfg.data.name, self.provenance["path"],
+                                 self.digest, cfg.data.target, "training"),
+        )
+
+
+def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPlan:
+    """Check the config, split the table, name the study."""
+    check_config(cfg)
+    digest = table_digest(customers)
+    X_train, X_test, y_train, y_test = split_holdout(customers, cfg.data, cfg.split.test_size,
+                                                     cfg.split.seed)
+    name = study_name(["churn", cfg.model.name, cfg.features.name, cfg.tune.metric,
+                       f"k{cfg.tune.folds}", f"seed{cfg.tune.seed}", f"split{cfg.split.seed}"],
+                      digest, given=cfg.tune.study_name)
+    workers, cores = int(cfg.workers), os.cpu_count() or 1
+    if workers > 1 and cfg.n_jobs * workers > cores:
+        cfg.n_jobs = max(1, cores // workers)  # one thread per core in all
+    return ChurnPlan(cfg, customers, provenance, digest, X_train, X_test, y_train, y_test, name)
+
+
+# ---------------------------------------------------------------- tuning, in one or more processes
+
+
+@dataclass
+class TuningJob:
+    """Everything a tuning worker needs; picklable, so extra workers can be processes."""
+
+    cfg: dict
+    X_train: pd.DataFrame
+    y_train: pd.Series
+    study_name: str
+    trial_logging: Any = None  # a picklable recipe returning an Optuna callback, or None
+
+    def run(self, worker: int) -> None:
+        """Run trials of the shared study until it holds tune.n_trials finished ones."""
+        cfg = OmegaConf.create(self.cfg)
+        study = open_churn_study(cfg.tune, self.study_name, worker)
+        build = functools.partial(build_pipeline, cfg.features, cfg.model, list(self.X_train.columns))
+        folds = cv_folds(self.y_train, int(cfg.tune.folds), int(cfg.tune.seed))
+        objective = make_objective(self.X_train, self.y_train, folds, cfg.model.search_space,
+                                   cfg.tune.metric, build)
+        prefix = f"[worker {worker}]" if int(cfg.workers) > 1 else ""
+        callbacks = [ProgressPrinter(int(cfg.tune.n_trials), [cfg.tune.metric],
+                                     printer=lambda line: print(prefix + line, flush=True))]
+        if self.trial_logging is not None:
+            callbacks.insert(0, self.trial_logging())
+        run_trials(study, objective, int(cfg.tune.n_trials), cfg.tune.timeout, callbacks)
+
+
+def run_tuning_worker(job: TuningJob, worker: int) -> None:
+    """Entry of an extra worker process (spawned): same study, its own sampler seed."""
+    from gymchurn.tracking import quiet_libraries
+
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    quiet_libraries()
+    try:
+        job.run(worker)
+    except KeyboardInterrupt:
+        pass  # Optuna has marked the running trial failed; the parent reports the stop
+
+
+def tune(p: ChurnPlan, trial_logging=None) -> float:
+    """Run the study with `cfg.workers` processes; return the seconds it took."""
+    start = time.monotonic()
+    job = TuningJob(OmegaConf.to_container(p.cfg, resolve=True), p.X_train, p.y_train,
+                    p.study_name, trial_logging)
+    spawn = multiprocessing.get_context("spawn")
+    extra = [spawn.Process(target=run_tuning_worker, args=(job, i))
+             for i in range(1, int(p.cfg.workers))]
+    try:
+        for process in extra:
+            process.start()
+        job.run(worker=0)
+        for process in extra:
+            process.join()
+    except KeyboardInterrupt:
+        for process in extra:
+            process.terminate()  # SIGTERM: the worker fails its running trial and stops
+            process.join()
+        raise
+    return time.monotonic() - start
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass
+class ChurnResult:
+    """Everything one churn experiment produced, as plain values."""
+
+    plan: ChurnPlan
+    pipeline: Any
+    threshold: float
+    best_params: dict
+    metrics: dict                 # every metric the run logs
+    test_metrics: dict
+    cv_metrics: dict
+    figures: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    tuning_seconds: float = 0.0
+
+    @property
+    def n_test(self) -> int:
+        return len(self.plan.y_test)
+
+    def model(self) -> ModelSpec:
+        """The registered model: the whole pipeline, one output column (churn probability)."""
+        # Doubles in the signature: a served request may send 29 or 29.0 for an age.
+        example = self.plan.X_train.head(5).astype("float64")
+        output = pd.DataFrame({PROBABILITY_COLUMN: self.pipeline.predict_proba(example)[:, 1]},
+                              index=example.index)
+        return ModelSpec(self.pipeline, SERVED_MODEL, example, output,
+                         {"threshold": self.threshold, "feature_columns": list(example.columns)})
+
+    def record(self, registry_cfg=None, total_seconds: float | None = None) -> RunRecord:
+        """What the run logs at the end; registered as a new version when `registry_cfg` says so."""
+        tags = self.plan.tags
+        registration = None
+        if registry_cfg is not None and registry_cfg.register:
+            registration = Registration(registry_cfg.model_name, {
+                **{k: tags[k] for k in ("model_family", "feature_set", "tuned_metric",
+                                        "data_digest", "split_seed")},
+                **{f"test_{k}": f"{v:.6f}" for k, v in self.test_metrics.items()},
+                "threshold": f"{self.threshold:.6f}", "test_size": str(self.plan.cfg.split.test_size),
+            }, registry_cfg.alias)
+        timings = {"tuning_seconds": self.tuning_seconds}
+        if total_seconds is not None:
+            timings["total_seconds"] = total_seconds
+        return RunRecord(
+            params={f"best_{k}": v for k, v in self.best_params.items()},
+            metrics={**self.metrics, **timings},
+            figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},
+            tables=self.tables, model=self.model(), registration=registration,
+        )
+
+
+def fit(p: ChurnPlan, trial_logging=None) -> ChurnResult:
+    """Tune, choose the threshold, refit, evaluate on the holdout; return the result."""
+    from sklearn.inspection import permutation_importance
+    from sklearn.model_selection import cross_val_predict
+
+    from gymchurn.plots import classifier_figures, importance_figure, optuna_figures
+
+    cfg = p.cfg
+    tuning_seconds = tune(p, trial_logging)
+    study = open_churn_study(cfg.tune, p.study_name)
+    best = best_trial(study)
+    params, metric = dict(best.params), cfg.tune.metric
+    build = functools.partial(build_pipeline, cfg.features, cfg.model, feature_columns(cfg.data))
+    folds = cv_folds(p.y_train, int(cfg.tune.folds), int(cfg.tune.seed))
+    # Threshold and cv_* metrics from out-of-fold predictions: the holdout stays unseen.
+    oof = cross_val_predict(build(params), p.X_train, p.y_train, cv=folds,
+                            method="predict_proba")[:, 1]
+    threshold = choose_threshold(p.y_train, oof, cfg.threshold.rule, cfg.threshold.cost_ratio)
+    cv_metrics = classification_metrics(p.y_train, oof, threshold)
+    pipeline = build(params).fit(p.X_train, p.y_train)
+    proba_test = pipeline.predict_proba(p.X_test)[:, 1]
+    test_metrics = classification_metrics(p.y_test, proba_test, threshold)
+
+    metrics = {f"test_{k}": v for k, v in test_metrics.items()}
+    metrics.update({f"cv_{k}": v for k, v in cv_metrics.items()})
+    metrics.update({
+        "threshold": threshold,
+        f"best_trial_cv_{metric}": best.value,
+        f"best_trial_cv_{metric}_std": best.user_attrs.get("cv_std", float("nan")),
+        "best_trial_number": best.number,
+        **trial_counts(study),
+    })
+    if cfg.evaluation.repeated_cv_repeats > 0:
+        metrics.update(repeated_cv_metrics(
+            build, params, p.X_train, p.y_train, threshold, int(cfg.evaluation.repeated_cv_folds),
+            int(cfg.evaluation.repeated_cv_repeats), int(cfg.seed),
+        ))
+
+    label = f"{cfg.model.name}/{cfg.features.name}"
+    figures = classifier_figures(p.y_test, proba_test, threshold, label)
+    importance = permutation_importance(
+        pipeline, p.X_test, p.y_test, scoring="roc_auc",
+        n_repeats=int(cfg.evaluation.permutation_repeats), random_state=int(cfg.seed),
+    )
+    importance_table = pd.DataFrame({
+        "feature": p.X_test.columns, "importance_mean": importance.importances_mean,
+        "importance_std": importance.importances_std,
+    }).sort_values("importance_mean", ascending=False)
+    figures["feature_importance"] = importance_figure(
+        importance_table, f"Permutation importance on the holdout ({label})")
+    figures.update(optuna_figures(study))
+    holdout = pd.DataFrame({"churn": p.y_test.to_numpy(), "churn_probability": proba_test},
+                           index=p.X_test.index).rename_axis("row").reset_index()
+    tables = {"feature_importance.json": importance_table, "trials.csv": study.trials_dataframe(),
+              "holdout_predictions.csv": holdout}
+    return ChurnResult(p, pipeline, threshold, params, metrics, test_metrics, cv_metrics,
+                       figures, tables, tuning_seconds)

@@ -1,0 +1,325 @@
+"""Promotion gate and rollback over the registry aliases (the core of `make promote`).
+
+The challenger takes the `champion` alias only if it beats the champion on the gate's metric by
+at least the margin, on the same holdout (same data digest, split seed and test size; if those
+differ, both are re-scored on one fixed holdout rather than comparing unlike numbers), or if
+there is no champion yet. `force=true version=N` promotes anyway and says so. The champion it
+replaces keeps `previous-champion`, so `make rollback` is one command. Every decision (who,
+when, both versions' metrics, reason) is written as `promotion.*` version tags and as a run in
+the `gym-churn-promotion` experiment (through the tracking stage's recorder); a failed check
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from gymchurn.churn.evaluate import classification_metrics
+from gymchurn.data import load_customers, split_holdout, table_digest
+from gymchurn.errors import GymchurnError
+from gymchurn.registry import (
+    alias_versions,
+    load_fitted_pipeline,
+    load_version,
+    registered_model,
+    resolve_version,
+    set_alias,
+    set_version_tags,
+)
+from gymchurn.tracking import RunRecord, record, tracked_run
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+LOWER_IS_BETTER = {"log_loss", "brier", "davies_bouldin"}
+SILHOUETTE_SAMPLE = 2000  # silhouette is O(n^2): a fixed sample keeps re-scoring fast
+
+
+@dataclass
+class Comparison:
+    """Both versions' metrics on one holdout, and how that holdout was chosen."""
+
+    metrics: dict[str, dict[str, float]]  # "challenger"/"champion" -> metric -> value
+    basis: str
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- metrics of a version
+
+
+def recorded_metric(version, name: str) -> float | None:
+    """A metric recorded with a version: tag test_<name> or <name>, else its run's metric."""
+    tags = version.tags or {}
+    for key in (f"test_{name}", name):
+        if key in tags:
+            return float(tags[key])
+    if version.run_id:
+        import mlflow
+
+        run_metrics = mlflow.get_run(version.run_id).data.metrics
+        for key in (f"test_{name}", name):
+            if key in run_metrics:
+                return float(run_metrics[key])
+    return None
+
+
+def holdout_of(version, basis_tags) -> tuple | None:
+    """What a version's recorded metrics were measured on (the gate's `same_basis` tags:
+    data digest, split seed, ...), or None if that was not recorded."""
+    tags = version.tags or {}
+    if any(k not in tags for k in basis_tags):
+        return None
+    return tuple(tags[k] for k in basis_tags)
+
+
+def fixed_holdout(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, str]:
+    """The configured stratified holdout of the configured table, and the table's digest."""
+    df, _ = load_customers(cfg.data)
+    digest = table_digest(df)
+    _, X_test, _, y_test = split_holdout(df, cfg.data, cfg.holdout.test_size, cfg.holdout.seed)
+    return X_test, y_test, digest
+
+
+def rescore(cfg: DictConfig, gate, name: str, versions: dict) -> tuple[dict, list[str]]:
+    """Metrics of each version on the fixed holdout; notes say which may have trained on it."""
+    X, y, digest = fixed_holdout(cfg)
+    # The key this holdout would have in a version's tags, had it been evaluated on it.
+    key = (digest, str(cfg.holdout.seed), str(cfg.holdout.test_size))[:len(gate.same_basis)]
+    notes = [f"fixed holdout: {len(X)} customers of data {digest[:12]} "
+             f"(split seed {cfg.holdout.seed}, test size {cfg.holdout.test_size})"]
+    metrics = {}
+    for role, version in versions.items():
+        if gate.kind == "classifier":
+            pipeline, threshold = load_fitted_pipeline(name, version.version)
+            metrics[role] = classification_metrics(y, pipeline.predict_proba(X)[:, 1], threshold)
+        else:
+            metrics[role] = segmentation_metrics(load_version(name, version.version), X, version)
+        if gate.kind == "classifier" and holdout_of(version, gate.same_basis) != key:
+            notes.append(f"v{version.version} was evaluated on another holdout: some of these "
+                         "customers may be in its training data")
+    return metrics, notes
+
+
+def segmentation_metrics(model, X: pd.DataFrame, version) -> dict[str, float]:
+    """Silhouette of the model's segments in one space for every version (all customer columns,
+    standardised), and stability as recorded (it needs refits on resamples, so it cannot be
+    re-measured from a fitted model)."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(model.predict(X.astype("float64"))["segment"])
+    space = StandardScaler().fit_transform(X.to_numpy(dtype=float))
+    result = {"silhouette": float("nan")}
+    if 1 < len(np.unique(labels)) < len(labels):
+        result["silhouette"] = float(silhouette_score(
+            space, labels, sample_size=min(SILHOUETTE_SAMPLE, len(labels)), random_state=0))
+    for name in ("stability_ari_mean", "n_segments"):
+        value = recorded_metric(version, name)
+        result[name] = float("nan") if value is None else value
+    return result
+
+
+def compare(cfg: DictConfig, gate, name: str, challenger, champion) -> Comparison:
+    """Both versions' report metrics on the same holdout (recorded, or re-scored)."""
+    versions = {"challenger": challenger, "champion": champion}
+    report = list(gate.report)
+    recorded = {role: {m: recorded_metric(v, m) for m in report} for role, v in versions.items()}
+    basis = [holdout_of(v, gate.same_basis) for v in versions.values()]
+    same = basis[0] is not None and basis[0] == basis[1]
+    if same and all(recorded[r][gate.metric] is not None for r in recorded):
+        shown = ", ".join(f"{k} {str(v)[:12]}" for k, v in zip(gate.same_basis, basis[0], strict=True))
+        return Comparison(
+            {r: {m: v for m, v in values.items() if v is not None} for r, values in recorded.items()},
+            f"same basis ({shown}): recorded metrics",
+        )
+    metrics, notes = rescore(cfg, gate, name, versions)
+    why = f"their {'/'.join(gate.same_basis)} differ" if basis[0] != basis[1] else \
+        f"{gate.metric} was not recorded"
+    return Comparison(metrics, f"re-scored both on one fixed holdout ({why})", notes)
+
+
+# ---------------------------------------------------------------- the decision
+
+
+def better_by(metric: str, challenger: float, champion: float) -> float:
+    """How much better the challenger is (positive = better) in the metric's direction."""
+    return champion - challenger if metric in LOWER_IS_BETTER else challenger - champion
+
+
+def decide(gate, comparison: Comparison | None) -> tuple[bool, str]:
+    """(promote?, reason) from the gate's metric, margin and minimums."""
+    if comparison is None:
+        return True, "no champion yet: the first version to pass becomes champion"
+    metric, margin = gate.metric, float(gate.margin)
+    new, old = comparison.metrics["challenger"], comparison.metrics["champion"]
+    if not np.isfinite(new.get(metric, np.nan)):
+        return False, f"the challenger has no {metric}"
+    for name, floor in (gate.minimum or {}).items():
+        value = new.get(name, float("nan"))
+        if not value >= float(floor):
+            return False, f"challenger {name} {value:.4f} is below the minimum {floor}"
+    if not np.isfinite(old.get(metric, np.nan)):
+        return True, f"the champion has no {metric}"
+    gain = better_by(metric, new[metric], old[metric])
+    verdict = "passes" if gain >= margin else "fails"
+    return gain >= margin, (
+        f"{metric} challenger {new[metric]:.4f}, champion {old[metric]:.4f}: better by "
+        f"{gain:+.4f}, the gate needs {margin:+} ({verdict})"
+    )
+
+
+def comparison_table(comparison: Comparison, challenger, champion) -> pd.DataFrame:
+    new, old = comparison.metrics["challenger"], comparison.metrics["champion"]
+    names = [m for m in new if m in old]
+    return pd.DataFrame({
+        "metric": names,
+        f"challenger v{challenger.version}": [new[m] for m in names],
+        f"champion v{champion.version}": [old[m] for m in names],
+        "better by": [better_by(m, new[m], old[m]) for m in names],
+    })
+
+
+# ---------------------------------------------------------------- recording
+
+
+def who(cfg: DictConfig) -> str:
+    """The person deciding: `user=...`, else the login name."""
+    if cfg.user:
+        return str(cfg.user)
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "unknown"
+
+
+def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champion, reason: str,
+                    comparison: Comparison | None, table: pd.DataFrame | None) -> str:
+    """Write the decision as `promotion.*` tags on the versions involved and as an MLflow run."""
+    user = who(cfg)
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    run_tags = {
+        "model_name": name, "decision": decision, "forced": str(decision == "forced").lower(),
+        "user": user, "candidate_version": str(candidate.version),
+        "champion_version": str(champion.version) if champion else "none",
+        "reason": reason, "basis": comparison.basis if comparison else "no comparison",
+    }
+    if cfg.reason:
+        run_tags["note"] = str(cfg.reason)
+    metrics = {} if comparison is None else {
+        f"{role}_{m}": v for role, values in comparison.metrics.items()
+        for m, v in values.items() if np.isfinite(v)}
+    with tracked_run(cfg.tracking, f"{decision}-{name}-v{candidate.version}", run_tags,
+                     experiment=str(cfg.record_experiment)) as run:
+        record(RunRecord(
+            params={"metric": cfg.gates[name].metric, "margin": cfg.gates[name].margin,
+                    "action": cfg.action},
+            metrics=metrics, tables={} if table is None else {"comparison.csv": table}))
+    tags = {"decision": decision, "time": when, "by": user, "reason": reason, "run_id": run.run_id,
+            "compared_with": f"v{champion.version}" if champion else "none"}
+    if cfg.reason:
+        tags["note"] = str(cfg.reason)
+    if comparison is not None:
+        for role, values in comparison.metrics.items():
+            for m, v in values.items():
+                tags[f"{role}_{m}"] = f"{v:.6f}"
+    set_version_tags(name, candidate.version, {f"promotion.{k}": v for k, v in tags.items()})
+    return run.run_id
+
+
+# ---------------------------------------------------------------- actions
+
+
+def print_table(table: pd.DataFrame, printer) -> None:
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 120):
+        printer(table.to_string(index=False))
+
+
+def promote(cfg: DictConfig, printer=print) -> dict:
+    """Run the gate (or a forced promotion); return the decision and the aliases after it."""
+    name = str(cfg.model_name)
+    gate = cfg.gates.get(name)
+    registered_model(name)
+    if gate is None:
+        raise GymchurnError(
+            f"no promotion gate for '{name}'. Add one under gates: in conf/promote.yaml "
+            f"(configured: {sorted(cfg.gates)})."
+        )
+    if cfg.force and cfg.version is None:
+        raise GymchurnError("force=true needs the version to promote: version=N force=true.")
+    candidate = resolve_version(name, alias=CHALLENGER, version=cfg.version)
+    aliases = alias_versions(name)
+    champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
+    which = f"v{candidate.version}" + ("" if cfg.version is not None else " (@challenger)")
+    printer(f"promotion gate  {name}: {which} vs "
+            f"{f'champion v{champion.version}' if champion else 'no champion'}; "
+            f"metric {gate.metric}, margin {gate.margin}")
+    if champion is not None and str(champion.version) == str(candidate.version):
+        printer(f"decision: nothing to do, v{candidate.version} is already @champion.")
+        return {"decision": "unchanged", "aliases": aliases, "run_id": None}
+
+    comparison = table = None
+    if champion is not None:
+        try:
+            comparison = compare(cfg, gate, name, candidate, champion)
+        except GymchurnError as err:
+            if not cfg.force:
+                raise
+            printer(f"comparison not possible ({err}); promoting anyway because force=true")
+    if comparison is not None:
+        table = comparison_table(comparison, candidate, champion)
+        printer(f"basis: {comparison.basis}")
+        for note in comparison.notes:
+            printer(f"       {note}")
+        print_table(table, printer)
+    passed, reason = decide(gate, comparison) if comparison or champion is None else (False, "")
+    if cfg.force:
+        decision = "forced"
+        reason = f"forced by {who(cfg)}" + (f" (gate: {reason})" if reason else "")
+    else:
+        decision = "promoted" if passed else "rejected"
+
+    run_id = record_decision(cfg, name, decision, candidate, champion, reason, comparison, table)
+    if decision in ("promoted", "forced"):
+        if champion is not None:
+            set_alias(name, PREVIOUS, champion.version)
+            set_version_tags(name, champion.version, {"promotion.replaced_by": f"v{candidate.version}"})
+        set_alias(name, CHAMPION, candidate.version)
+        after = f"@champion -> v{candidate.version}" + (
+            f", @previous-champion -> v{champion.version} (undo: make rollback)" if champion else "")
+    else:
+        after = f"@champion stays at v{champion.version}"
+    printer(f"decision: {decision.upper()}: {reason}. {after}")
+    printer(f"recorded: promotion.* tags on v{candidate.version}; run {run_id} in experiment "
+            f"'{cfg.record_experiment}'")
+    return {"decision": decision, "reason": reason, "run_id": run_id, "aliases": alias_versions(name),
+            "comparison": comparison}
+
+
+def rollback(cfg: DictConfig, printer=print) -> dict:
+    """@champion back to @previous-champion; the replaced champion becomes @previous-champion,
+    so a second rollback undoes the first."""
+    name = str(cfg.model_name)
+    if cfg.gates.get(name) is None:
+        raise GymchurnError(f"no promotion gate for '{name}' in conf/promote.yaml.")
+    aliases = alias_versions(name)
+    if PREVIOUS not in aliases:
+        raise GymchurnError(
+            f"'{name}' has no @{PREVIOUS}: there is nothing to roll back to. "
+            f"Aliases: {', '.join(f'@{a} -> v{v}' for a, v in sorted(aliases.items())) or 'none'}. "
+            "Use `make promote version=N force=true` instead."
+        )
+    previous = resolve_version(name, alias=PREVIOUS)
+    champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
+    reason = f"rollback to v{previous.version}" + (
+        f" from v{champion.version}" if champion else "")
+    run_id = record_decision(cfg, name, "rollback", previous, champion, reason, None, None)
+    set_alias(name, CHAMPION, previous.version)
+    set_alias(name, PREVIOUS, champion.version if champion else None)
+    printer(f"decision: ROLLBACK: @champion -> v{previous.version}"
+            + (f", @previous-champion -> v{champion.version}" if champion else ""))
+    printer(f"recorded: run {run_id} in experiment '{cfg.record_experiment}'")
+    return {"decision": "rollback", "run_id": run_id, "aliases": alias_versions(name)}

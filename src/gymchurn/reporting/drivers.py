@@ -1,0 +1,193 @@
+"""Section 3, what drives churn: global importance (SHAP or coefficients), permutation
+importance, partial dependence of the top drivers, each driver's direction in words, patterns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from gymchurn.churn.reasons import model_input
+from gymchurn.errors import GymchurnError
+from gymchurn.plots import importance_figure, plt
+from gymchurn.reporting.blocks import (
+    Section,
+    binary_columns,
+    compare_groups,
+    compare_rates,
+    frame_of,
+    pct,
+    side_phrase,
+)
+
+
+def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: bool,
+                     phrases: Mapping) -> tuple[str, dict] | None:
+    """One sentence on how churn differs across `column`, riskier side first.
+
+    Rule: a binary column compares its two values; a numeric one its lowest quarter with its
+    highest quarter (values <= 25th and >= 75th percentile), or below/above the median when
+    the quarters coincide. None when one side is empty.
+    """
+    x, churn = customers[column], customers[target]
+    if binary:
+        low, high, low_text, high_text = x == 0, x == 1, f"{column} = 0", f"{column} = 1"
+    else:
+        q25, q50, q75 = x.quantile([0.25, 0.5, 0.75])
+        if q25 < q75:
+            low, high = x <= q25, x >= q75
+            low_text, high_text = f"lowest quarter, {column} ≤ {q25:.3g}", f"highest quarter, ≥ {q75:.3g}"
+        else:
+            low, high = x < q50, x >= q50
+            low_text, high_text = f"{column} < {q50:.3g}", f"{column} ≥ {q50:.3g}"
+    if not low.any() or not high.any():
+        return None
+    rates = compare_groups(churn, low, high)
+    high_is_risky = churn[high].mean() > churn[low].mean()
+    if high_is_risky:
+        rates = compare_groups(churn, high, low)
+    risky, safe = (high_text, low_text) if high_is_risky else (low_text, high_text)
+    sentence = compare_rates(
+        f"**{side_phrase(column, high_is_risky, phrases).capitalize()}** ({risky})", rates,
+        f"**{side_phrase(column, not high_is_risky, phrases)}** ({safe})",
+    )
+    return sentence, {**rates, "risky_side": "high" if high_is_risky else "low"}
+
+
+def pattern_comparison(customers: pd.DataFrame, target: str, when: str, says: str) -> tuple[str, dict]:
+    """Churn of customers matching a configured condition (pandas `eval` over the columns)
+    against everyone else."""
+    try:
+        mask = customers.eval(when)
+    except Exception as err:  # pandas raises many kinds for a bad expression
+        raise GymchurnError(
+            f"report pattern '{when}' cannot be evaluated on the table ({err}). Fix `patterns` "
+            "in conf/report.yaml: use column names, numbers and comparisons."
+        ) from None
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise GymchurnError(f"report pattern '{when}' is not a yes/no condition; fix conf/report.yaml.")
+    if not mask.any() or mask.all():
+        return (f"Customers whose {says}: {'none' if not mask.any() else 'all'} of them, so there "
+                "is nothing to compare.", {"n": int(mask.sum())})
+    rates = compare_groups(customers[target], mask, ~mask)
+    subject = f"Customers whose {says} ({rates['risky_n']:,} of {len(mask):,})"
+    return compare_rates(subject, rates, "the others"), rates
+
+
+def global_importance(pipeline, X: pd.DataFrame) -> tuple[pd.DataFrame, str, plt.Figure]:
+    """(feature, importance) of the model's own features, what the numbers are, and a figure.
+
+    A linear model: |coefficient| on its standardised inputs (bar chart). A tree model: mean
+    |SHAP value| from the shap package's TreeExplainer (exact TreeSHAP), with its beeswarm
+    plot, which also shows each feature's direction.
+    """
+    estimator = pipeline[-1]
+    X_model = model_input(pipeline, X)
+    if hasattr(estimator, "coef_"):
+        coef = np.ravel(estimator.coef_)
+        table = pd.DataFrame({"feature": list(X_model.columns), "importance": np.abs(coef)})
+        what = "|coefficient| on standardised features (linear model)"
+        table = table.sort_values("importance", ascending=False).reset_index(drop=True)
+        figure = importance_figure(table.assign(importance_mean=table["importance"],
+                                                importance_std=0.0), "Coefficients", xlabel=what)
+        return table, what, figure
+    import shap  # seconds to import; only the report needs it
+
+    explanation = shap.TreeExplainer(estimator)(X_model)
+    if explanation.values.ndim == 3:  # one slice per class (random forests): churn is class 1
+        explanation = explanation[..., 1]
+    table = pd.DataFrame({"feature": list(X_model.columns),
+                          "importance": np.abs(explanation.values).mean(axis=0)})
+    what = "mean |SHAP value| (TreeSHAP; log-odds for boosting, probability for forests)"
+    plt.figure()  # beeswarm draws on the current figure
+    shap.plots.beeswarm(explanation, max_display=len(X_model.columns), show=False, plot_size=(8, 7))
+    figure = plt.gcf()
+    figure.tight_layout()
+    return table.sort_values("importance", ascending=False).reset_index(drop=True), what, figure
+
+
+def permutation_table(pipeline, X_test: pd.DataFrame, y_test: pd.Series, repeats: int = 5,
+                      seed: int = 0) -> pd.DataFrame:
+    """Permutation importance on the holdout (drop in ROC AUC when one column is shuffled),
+    largest first: the measure every model family shares (drivers and recommendations use it)."""
+    from sklearn.inspection import permutation_importance
+
+    perm = permutation_importance(pipeline, X_test, y_test, scoring="roc_auc", n_repeats=repeats,
+                                  random_state=seed)
+    return pd.DataFrame({"feature": X_test.columns, "importance_mean": perm.importances_mean,
+                         "importance_std": perm.importances_std}).sort_values(
+        "importance_mean", ascending=False).reset_index(drop=True)
+
+
+def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, target: str,
+                  columns: Mapping, phrases: Mapping, patterns: Sequence[Mapping],
+                  perm_table: pd.DataFrame, top_n: int = 4, seed: int = 0) -> Section:
+    """`perm_table`: `permutation_table` of the pipeline on the holdout `X_test`."""
+    from sklearn.inspection import PartialDependenceDisplay
+
+    section = Section("drivers", "3. What drives churn")
+    shap_table, what, figure = global_importance(pipeline, X_test)
+    section.numbers["global_importance"] = dict(zip(shap_table["feature"], shap_table["importance"],
+                                                    strict=True))
+    section.say(f"Global importance: {what}, on the holdout's {len(X_test):,} customers; the "
+                f"model's own features, engineered ones included. Largest: "
+                + ", ".join(shap_table["feature"].head(top_n)) + ".")
+    section.figure("global_importance", f"Global importance: {what}. In the SHAP plot each dot "
+                   "is a customer; red = high value of the feature, right = pushes towards churn.",
+                   figure)
+
+    section.numbers["permutation_importance"] = dict(zip(perm_table["feature"],
+                                                         perm_table["importance_mean"], strict=True))
+    section.figure("permutation_importance", "Permutation importance on the holdout: how much "
+                   "ROC AUC drops when one column is shuffled (any model).",
+                   importance_figure(perm_table, "Permutation importance (holdout)"))
+    section.table("The raw columns ranked by permutation importance (drop in holdout ROC AUC).",
+                  frame_of([{"rank": i + 1, "feature": r.feature, "AUC drop": r.importance_mean,
+                             "± sd": r.importance_std} for i, r in enumerate(perm_table.itertuples())],
+                           {"AUC drop": ".4f", "± sd": ".4f"}))
+
+    top = list(perm_table["feature"].head(top_n))
+    section.numbers["top_drivers"] = top
+    section.say("Top drivers (by permutation importance, the measure every model family shares): "
+                + ", ".join(f"{i + 1}. {c}" for i, c in enumerate(top)) + ".")
+    display = PartialDependenceDisplay.from_estimator(  # floats: sklearn refuses integer grids
+        pipeline, X_test.astype("float64"), top, kind="average", grid_resolution=20,
+        n_cols=min(len(top), 4), random_state=seed,
+    )
+    display.figure_.set_size_inches(3.2 * min(len(top), 4), 3.0 * int(np.ceil(len(top) / 4)))
+    display.figure_.suptitle("Partial dependence: the model's mean churn probability as one "
+                             "column varies", fontsize=9)
+    display.figure_.tight_layout()
+    section.figure("partial_dependence", "Partial dependence of the predicted churn "
+                   "probability on each top driver (the other columns as observed).",
+                   display.figure_)
+
+    binary = set(binary_columns(columns))
+    directions = {}
+    # Rule: for each top driver, the observed churn of its riskier side against its safer side
+    # (see driver_direction), then the model's view (partial dependence from low to high).
+    for column, pdp in zip(top, display.pd_results, strict=True):
+        found = driver_direction(customers, target, column, column in binary, phrases)
+        if found is None:
+            continue
+        sentence, rates = found
+        curve = np.ravel(pdp["average"])
+        grid = np.ravel(pdp["grid_values"][0])
+        sentence += (f" In the model, moving {column} from {grid[0]:.3g} to {grid[-1]:.3g} moves the "
+                     f"mean predicted churn from {pct(curve[0])} to {pct(curve[-1])}.")
+        # Rule: when the partial dependence runs against the observed rates, say so: with the
+        # other columns held as they are, the column acts beyond what it shares with them.
+        observed_rises = rates["risky_side"] == "high"
+        if abs(curve[-1] - curve[0]) >= 0.01 and (curve[-1] > curve[0]) != observed_rises:
+            sentence += (" This runs against the raw rates: with the other columns held as they "
+                         f"are, {column} adds information beyond what it shares with them "
+                         "(see the strongly correlated pairs).")
+        directions[column] = {**rates, "pdp_start": float(curve[0]), "pdp_end": float(curve[-1])}
+        section.say(sentence)
+    section.numbers["directions"] = directions
+    for pattern in patterns:
+        sentence, rates = pattern_comparison(customers, target, pattern["when"], pattern["says"])
+        section.numbers.setdefault("patterns", {})[pattern["says"]] = rates
+        section.say(sentence)
+    return section

@@ -1,0 +1,96 @@
+"""Rendering the report: sections -> report.html (self-contained: figures embedded as data
+URIs, every value escaped), report.md + figures/*.png; the output folder replaced by renames."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import jinja2
+import markupsafe
+import numpy as np
+
+from gymchurn.plots import plt
+from gymchurn.reporting.blocks import Figure, Section, Table, Text
+from gymchurn.tables import markdown_table
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("gymchurn.reporting", "templates"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+)
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def strong_html(text: str) -> markupsafe.Markup:
+    """Escape `text`, then turn its **bold** marks into <strong> (the only markup sentences use)."""
+    escaped = str(markupsafe.escape(text))
+    return markupsafe.Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped))
+
+
+def render(sections: list[Section], sources: Mapping, figures: Mapping[str, bytes]) -> tuple[str, str]:
+    """(report.html, report.md) of the sections; `figures` maps a figure name to its PNG."""
+    html_blocks, md_blocks = [], []
+    for section in sections:
+        html, md = [], []
+        for block in section.blocks:
+            if isinstance(block, Text):
+                html.append(("text", strong_html(block.text)))
+                md.append(block.text)
+            elif isinstance(block, Table):
+                html.append(("table", block.caption, markupsafe.Markup(
+                    block.frame.to_html(index=False, border=0, escape=True))))
+                md.append(f"*{block.caption}*\n\n{markdown_table(block.frame)}")
+            elif isinstance(block, Figure):
+                data = base64.b64encode(figures[block.name]).decode("ascii")
+                html.append(("figure", block.caption, f"data:image/png;base64,{data}"))
+                md.append(f"![{block.caption}](figures/{block.name}.png)\n\n*{block.caption}*")
+        html_blocks.append((section.title, html))
+        md_blocks.append((section.title, md))
+    context = {"sources": sources,
+               "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    return (TEMPLATES.get_template("report.html.j2").render(sections=html_blocks, **context),
+            TEMPLATES.get_template("report.md.j2").render(sections=md_blocks, **context))
+
+
+def write_report(sections: list[Section], sources: Mapping, folder: Path) -> None:
+    """report.html, report.md and figures/*.png into `folder` (which must exist)."""
+    figures = {}
+    (folder / "figures").mkdir()
+    for section in sections:
+        for block in section.blocks:
+            if isinstance(block, Figure):
+                figures[block.name] = png_bytes(block.figure)
+                (folder / "figures" / f"{block.name}.png").write_bytes(figures[block.name])
+    html, md = render(sections, sources, figures)
+    (folder / "report.html").write_text(html, encoding="utf-8")
+    (folder / "report.md").write_text(md, encoding="utf-8")
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Put `new` where `target` is, by renames: a reader sees the old report or the new one."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{time.time_ns()}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def headline_metrics(sections: list[Section]) -> dict[str, float]:
+    """The sections' scalar numbers, for the MLflow run (nested values stay in the report)."""
+    return {f"{s.key}.{k}": float(v) for s in sections for k, v in s.numbers.items()
+            if isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)}

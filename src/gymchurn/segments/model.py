@@ -1,0 +1,125 @@
+"""The segmentation model: an sklearn Pipeline (select the clustered columns -> scale ->
+`SegmentAssigner`), built by `gymchurn.pipeline.build_pipeline` like the churn model, so it takes
+the raw customer columns. Churn is never a clustering input: it only scores and describes the
+segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from gymchurn.errors import GymchurnError
+
+SEGMENT_COLUMN, NAME_COLUMN = "segment", "segment_name"  # the served model's two outputs
+
+
+class SegmentAssigner(ClusterMixin, BaseEstimator):
+    """Cluster the rows it is fitted on, number the segments by size, assign new rows.
+
+    `clusterer` is any sklearn clusterer. Segments are numbered 0, 1, ... from the largest, so
+    ids do not depend on the clusterer's arbitrary label order. New rows go to the segment the
+    clusterer predicts (k-means, Gaussian mixtures). Clusterers without `predict`
+    (agglomerative) get a 1-nearest-neighbour assigner on the fitted rows: it reproduces the
+    training labels exactly and extends them to new customers.
+    """
+
+    def __init__(self, clusterer=None):
+        self.clusterer = clusterer
+
+    def fit(self, X, y=None):
+        if self.clusterer is None:
+            raise ValueError("SegmentAssigner needs a clusterer.")
+        if hasattr(X, "columns"):
+            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        X = np.asarray(X, dtype=float)
+        self.n_features_in_ = X.shape[1]
+        clusterer = clone(self.clusterer)
+        raw = np.asarray(clusterer.fit_predict(X))
+        found, counts = np.unique(raw, return_counts=True)
+        # Largest first; ties keep the clusterer's order (stable sort), so fits are repeatable.
+        self.raw_labels_ = found[np.argsort(-counts, kind="stable")]
+        self.labels_ = self._to_segments(raw)
+        self.n_segments_ = len(self.raw_labels_)
+        self.centroids_ = np.vstack([X[self.labels_ == s].mean(axis=0)
+                                     for s in range(self.n_segments_)])
+        self.clusterer_ = clusterer
+        self.nearest_ = None
+        if not hasattr(clusterer, "predict"):
+            # Brute force keeps the saved model free of tree objects; 1-NN on a few thousand
+            # rows is fast enough for scoring.
+            self.nearest_ = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(
+                X, self.labels_
+            )
+        return self
+
+    def _to_segments(self, raw: np.ndarray) -> np.ndarray:
+        """Clusterer labels -> segment ids; labels never seen in fit become -1."""
+        lookup = {label: segment for segment, label in enumerate(self.raw_labels_.tolist())}
+        return np.array([lookup.get(label, -1) for label in raw.tolist()], dtype=np.int64)
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "labels_")
+        X = np.asarray(X, dtype=float)
+        if self.nearest_ is not None:
+            return self.nearest_.predict(X).astype(np.int64)
+        segments = self._to_segments(np.asarray(self.clusterer_.predict(X)))
+        unseen = segments < 0
+        if unseen.any():
+            # A mixture component that got no customers in fit can still win for a new row:
+            # send such rows to the nearest segment centre instead.
+            distances = ((X[unseen, None, :] - self.centroids_[None]) ** 2).sum(axis=2)
+            segments[unseen] = distances.argmin(axis=1)
+        return segments
+
+
+def build_segmentation(clustering_cfg: Mapping, columns: Sequence[str],
+                       params: Mapping | None = None) -> Pipeline:
+    """The segmentation pipeline: select `columns` -> preprocessing -> SegmentAssigner.
+
+    `params` are clusterer arguments (a trial's or the chosen ones). Built by the churn
+    pipeline's own builder, so errors in `_target_`s read the same.
+    """
+    from gymchurn.pipeline import build_pipeline
+
+    def resolved(node):
+        # Interpolations such as ${seed} must be resolved before the node leaves its config.
+        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+    model_cfg = {
+        "preprocessing": resolved(clustering_cfg.get("preprocessing")) or [],
+        "estimator": {
+            "_target_": f"{SegmentAssigner.__module__}.{SegmentAssigner.__name__}",
+            "clusterer": resolved(clustering_cfg["estimator"]),
+        },
+    }
+    return build_pipeline({"steps": []}, model_cfg, columns, {"clusterer": dict(params or {})})
+
+
+def scaled_inputs(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
+    """What the clusterer saw: the selected columns after preprocessing (standardised)."""
+    return pipeline[:-1].transform(X)
+
+
+
+def assign_segments(model, X: pd.DataFrame) -> pd.DataFrame:
+    """Segment id and name per customer from a registered segmentation (its pyfunc model)."""
+    schema = model.metadata.get_input_schema()
+    if schema is not None and schema.has_input_names():
+        doubles = [s.name for s in schema.inputs if str(s.type) in ("double", "DataType.double")]
+        X = X.astype({c: "float64" for c in doubles if c in X.columns})
+    result = model.predict(X)
+    missing = {SEGMENT_COLUMN, NAME_COLUMN} - set(result.columns)
+    if missing:
+        raise GymchurnError(
+            f"the segmentation model returned columns {list(result.columns)}, without "
+            f"{sorted(missing)}; re-register it with the current segments/served.py."
+        )
+    return result[[SEGMENT_COLUMN, NAME_COLUMN]].reset_index(drop=True)
