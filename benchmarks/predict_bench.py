@@ -1,4 +1,4 @@
-"""Benchmark of batch scoring and serving: `python -m gymchurn.bench_predict` (see
+"""Benchmark of batch scoring and serving: `python benchmarks/predict_bench.py` (see
 experiments/predict-benchmark.md for the figures and the machine they were measured on).
 
 In one run, on SYNTHETIC customers (gymchurn.data.make_synthetic_customers):
@@ -9,6 +9,9 @@ In one run, on SYNTHETIC customers (gymchurn.data.make_synthetic_customers):
    reasons=flagged: wall time, CPU time and peak memory (wait4 rusage of that child);
 4. exact contribution paths on a sample of flagged rows (rows/s);
 5. `mlflow models serve` of the champion: latency of 100-customer requests once warm.
+
+Everything but --report is written to a temp folder. benchmarks/bench.py (`make bench`) uses
+`train_champion` for its scoring section.
 """
 
 from __future__ import annotations
@@ -27,47 +30,43 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
-import mlflow
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import requests
 
-from gymchurn import churn_model
+from gymchurn.churn import PROBABILITY_COLUMN, fit
+from gymchurn.churn.evaluate import choose_threshold
+from gymchurn.churn.reasons import LightGBMContributions
 from gymchurn.config import compose_config, resolve_path
 from gymchurn.data import feature_columns, make_synthetic_customers
-from gymchurn.evaluation import choose_threshold
 from gymchurn.pipeline import build_pipeline
-from gymchurn.reasons import LightGBMContributions
-from gymchurn.registry import log_pipeline_model, register_version
-from gymchurn.tracking import quiet_libraries
+from gymchurn.tracking import ModelSpec, Registration, RunRecord, quiet_libraries, record, tracked_run
 
 NAME = "gym-churn-classifier"
 
 
 def train_champion(store: Path, n_estimators: int) -> tuple:
-    """Fit the benchmark pipeline on 4,000 synthetic customers and register it as @champion."""
+    """Fit the benchmark pipeline on 4,000 synthetic customers and register it as @champion in
+    the store <store>/mlflow.db (artifacts beside it), logged as `make experiment` logs its model."""
     cfg = compose_config(overrides=["model=lgbm", "features=engineered"])
     columns = feature_columns(cfg.data)
     train, valid = make_synthetic_customers(4000, seed=3), make_synthetic_customers(4000, seed=4)
     pipeline = build_pipeline(cfg.features, cfg.model, columns, {"n_estimators": n_estimators})
     pipeline.fit(train[columns], train["Churn"])
     threshold = choose_threshold(valid["Churn"], pipeline.predict_proba(valid[columns])[:, 1])
-    import pandas as pd
-
-    from gymchurn.tracking import setup_experiment
-
-    # An experiment whose artifacts live beside the temp store: MLflow's Default experiment
-    # would write them to ./mlruns, the repo's own store.
-    experiment_id = setup_experiment({"uri": f"sqlite:///{store}/mlflow.db"}, "gym-churn-bench")
     example = train[columns].head(5).astype("float64")
-    output = {churn_model.OUTPUT_COLUMN: pipeline.predict_proba(example)[:, 1]}
-    with mlflow.start_run(experiment_id=experiment_id):
-        info = log_pipeline_model(pipeline, Path(churn_model.__file__), example,
-                                  pd.DataFrame(output, index=example.index),
-                                  model_config={"threshold": threshold, "feature_columns": columns})
-    register_version(info.model_uri, NAME, {"model_family": "lgbm", "feature_set": "engineered",
-                                            "threshold": f"{threshold:.6f}"}, "champion")
+    output = pd.DataFrame({PROBABILITY_COLUMN: pipeline.predict_proba(example)[:, 1]},
+                          index=example.index)
+    model = ModelSpec(pipeline, fit.SERVED_MODEL, example, output,
+                      {"threshold": threshold, "feature_columns": columns})
+    registration = Registration(NAME, {"model_family": "lgbm", "feature_set": "engineered",
+                                       "threshold": f"{threshold:.6f}"}, "champion")
+    # An experiment of its own: its artifacts live beside the temp store, not in ./mlruns.
+    tracking = {"uri": f"sqlite:///{store}/mlflow.db", "experiment": "gym-churn-bench"}
+    with tracked_run(tracking, "bench-champion", {"run_type": "bench"}) as run:
+        record(RunRecord(model=model, registration=registration), run)
     return pipeline, threshold, columns
 
 
@@ -170,7 +169,7 @@ def versions() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--trees", type=int, default=500)
     parser.add_argument("--contrib-sample", type=int, default=4000,

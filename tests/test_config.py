@@ -148,9 +148,34 @@ def test_fast_tuning_is_smaller_than_default():
     assert fast.metric == default.metric  # only the budget changes
 
 
+def hydra_settings(*overrides: str) -> dict:
+    """The parts of Hydra's own config a preset may set: a sweep (compare is a multirun over
+    model x features), callbacks, launcher and output folders. Not the record of the overrides."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from gymchurn.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    return {key: OmegaConf.to_container(cfg.hydra[key], resolve=False)
+            for key in ("sweeper", "callbacks", "launcher", "run", "sweep")}
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_presets_compose(experiment):
     cfg = compose(f"experiment={experiment}")
     plain = compose()
-    assert cfg != plain  # a preset changes something
+    # A preset changes something: the job's config, or (compare) only how Hydra runs the command.
+    assert cfg != plain or hydra_settings(f"experiment={experiment}") != hydra_settings()
     assert cfg.model.name in MODELS and cfg.features.name in FEATURES
+
+
+def test_compare_preset_sweeps_every_family_and_feature_set():
+    compare = hydra_settings("experiment=compare")
+    assert compare["sweeper"]["params"] == {"model": "glob(*)", "features": "glob(*)"}
+    assert compare["callbacks"]["leaderboard"]["_target_"] == (
+        "gymchurn.churn.leaderboard.LeaderboardWriter")
+    assert hydra_settings()["callbacks"] == {}  # a single experiment writes no leaderboard

@@ -20,7 +20,7 @@ from gymchurn.data import (
     file_sha256,
     load_customers,
     make_synthetic_customers,
-    read_table,
+    read_customers,
     table_digest,
     validate_customers,
 )
@@ -76,7 +76,7 @@ def test_text_read_from_a_csv_file_is_reported_by_row(tmp_path, table, columns):
     table.loc[[0, 7], "Lifetime"] = "unknown"
     path = tmp_path / "customers.csv"
     table.to_csv(path, index=False)
-    message = validation_error(read_table(path), columns)
+    message = validation_error(read_customers(path, list(columns)), columns)
     assert "column 'Lifetime': rule 'not a number' fails in 2 row(s), e.g. rows 1, 8" in message
 
 
@@ -222,45 +222,45 @@ def test_load_customers_drops_extra_columns_with_a_warning(tmp_path, table, data
     assert provenance == {"path": str(path), "sha256": file_sha256(path), "rows": len(table)}
 
 
-# ---------------------------------------------------------------- read_table
+# ---------------------------------------------------------------- read_customers
 
 
-def test_read_table_unknown_suffix(tmp_path):
+def test_read_customers_unknown_suffix(tmp_path):
     path = tmp_path / "customers.json"
     path.write_text("{}")
     with pytest.raises(GymchurnError, match=r"unknown file type '\.json'.*\.csv or \.parquet"):
-        read_table(path)
+        read_customers(path)
 
 
-def test_read_table_empty_csv(tmp_path):
+def test_read_customers_empty_csv(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("")
-    with pytest.raises(GymchurnError, match="could not read .*empty.csv as CSV"):
-        read_table(path)
+    with pytest.raises(GymchurnError, match="could not read .*empty.csv as CSV: the file is empty"):
+        read_customers(path)
 
 
-def test_read_table_missing_file(tmp_path):
+def test_read_customers_missing_file(tmp_path):
     with pytest.raises(GymchurnError, match="file not found: .*nowhere.csv"):
-        read_table(tmp_path / "nowhere.csv")
+        read_customers(tmp_path / "nowhere.csv")
 
 
-def test_read_table_corrupt_parquet(tmp_path):
+def test_read_customers_corrupt_parquet(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"not a parquet file")
     with pytest.raises(GymchurnError, match="as PARQUET"):
-        read_table(path)
+        read_customers(path)
 
 
 def test_parquet_round_trip(tmp_path, table):
     path = tmp_path / "customers.parquet"
     table.to_parquet(path, index=False)
-    pd.testing.assert_frame_equal(read_table(path), table)
+    pd.testing.assert_frame_equal(read_customers(path), table)
 
 
 def test_csv_round_trip_validates(tmp_path, table, columns):
     path = tmp_path / "customers.csv"
     table.to_csv(path, index=False)
-    out, _ = validate_customers(read_table(path), columns, "Churn")
+    out, _ = validate_customers(read_customers(path, list(columns)), columns, "Churn")
     pd.testing.assert_frame_equal(out, table[list(columns)], check_dtype=False)
 
 

@@ -13,15 +13,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from gymchurn.churn.evaluate import cv_folds, make_objective
 from gymchurn.data import make_synthetic_customers
 from gymchurn.errors import GymchurnError
 from gymchurn.tracking import TrialRunLogger, setup_experiment
 from gymchurn.tuning import (
     ProgressPrinter,
     best_trial,
-    cv_folds,
     finished_trials,
-    make_objective,
     open_study,
     run_trials,
 )
@@ -62,6 +61,15 @@ def logreg(params):
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
 
 
+def open_single(tune_cfg, name, direction):
+    """A single-objective study in the configured storage: seeded TPE, median pruning."""
+    return open_study(
+        tune_cfg["storage"], name, [direction],
+        sampler=optuna.samplers.TPESampler(seed=tune_cfg["seed"]),
+        pruner=optuna.pruners.MedianPruner(**tune_cfg["pruner"]),
+    )
+
+
 def quadratic(trial):
     x = trial.suggest_float("x", -2.0, 2.0)
     return -(x - 0.5) ** 2
@@ -75,7 +83,7 @@ def in_memory_study(direction="maximize", pruner=None):
 
 
 def test_run_trials_reaches_the_total_and_resumes(tune_cfg):
-    study = open_study(tune_cfg, "resume", "maximize")
+    study = open_single(tune_cfg, "resume", "maximize")
     assert run_trials(study, quadratic, n_total=4, timeout=None) == 4
     assert len(finished_trials(study)) == 4
     assert run_trials(study, quadratic, n_total=4, timeout=None) == 0
@@ -86,26 +94,26 @@ def test_run_trials_reaches_the_total_and_resumes(tune_cfg):
 
 
 def test_reopened_study_keeps_its_trials(tune_cfg):
-    study = open_study(tune_cfg, "kept", "maximize")
+    study = open_single(tune_cfg, "kept", "maximize")
     run_trials(study, quadratic, n_total=3, timeout=None)
-    again = open_study(tune_cfg, "kept", "maximize")
+    again = open_single(tune_cfg, "kept", "maximize")
     assert [t.params for t in again.trials] == [t.params for t in study.trials]
     assert again.best_value == study.best_value
     # Resuming from the reopened study counts the stored trials.
     assert run_trials(again, quadratic, n_total=3, timeout=None) == 0
-    other = open_study(tune_cfg, "another", "maximize")
+    other = open_single(tune_cfg, "another", "maximize")
     assert other.trials == []
 
 
 def test_reopening_with_the_other_direction_is_a_user_error(tune_cfg):
-    open_study(tune_cfg, "dir", "maximize")
+    open_single(tune_cfg, "dir", "maximize")
     with pytest.raises(GymchurnError, match="direction maximize.*needs minimize.*study_name"):
-        open_study(tune_cfg, "dir", "minimize")
+        open_single(tune_cfg, "dir", "minimize")
 
 
 def test_trials_of_other_workers_count_towards_the_total(tune_cfg):
-    worker_a = open_study(tune_cfg, "shared", "maximize")
-    worker_b = open_study(tune_cfg, "shared", "maximize")
+    worker_a = open_single(tune_cfg, "shared", "maximize")
+    worker_b = open_single(tune_cfg, "shared", "maximize")
     assert run_trials(worker_a, quadratic, n_total=3, timeout=None) == 3
     assert run_trials(worker_b, quadratic, n_total=5, timeout=None) == 2
     assert len(finished_trials(worker_a)) == 5
@@ -115,11 +123,11 @@ def test_trials_of_other_workers_count_towards_the_total(tune_cfg):
 def test_bad_storage_url_is_a_user_error(tune_cfg, tmp_path, storage):
     tune_cfg["storage"] = storage.format(tmp=tmp_path)
     with pytest.raises(GymchurnError, match="tune.storage"):
-        open_study(tune_cfg, "s", "maximize")
+        open_single(tune_cfg, "s", "maximize")
 
 
 def test_run_trials_counts_the_enqueued_trials_it_ran(tune_cfg):
-    study = open_study(tune_cfg, "queued", "maximize")
+    study = open_single(tune_cfg, "queued", "maximize")
     study.enqueue_trial({"x": 0.5})
     study.enqueue_trial({"x": 1.0})
     ran = run_trials(study, quadratic, n_total=3, timeout=None)
@@ -134,7 +142,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tune_cfg, churn_xy):
     X, y = churn_xy
     space = {"C": {"type": "categorical", "choices": [1.0, -1.0]}}  # C must be > 0
     objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
-    study = open_study(tune_cfg, "failures", "maximize")
+    study = open_single(tune_cfg, "failures", "maximize")
     for c in (1.0, -1.0, 1.0):
         study.enqueue_trial({"C": c})
     run_trials(study, objective, n_total=3, timeout=None)
@@ -152,7 +160,7 @@ def test_best_trial_when_every_trial_failed_names_the_failure(tune_cfg, churn_xy
     X, y = churn_xy
     space = {"C": {"type": "categorical", "choices": [-1.0]}}
     objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
-    study = open_study(tune_cfg, "all-failed", "maximize")
+    study = open_single(tune_cfg, "all-failed", "maximize")
     run_trials(study, objective, n_total=2, timeout=None)
     assert all(t.state == TrialState.FAIL for t in study.trials)
     with pytest.raises(GymchurnError) as info:
@@ -161,57 +169,6 @@ def test_best_trial_when_every_trial_failed_names_the_failure(tune_cfg, churn_xy
     assert "'all-failed'" in message and "(2 failed)" in message
     assert study.trials[-1].user_attrs["error"] in message
     assert "InvalidParameterError" in message and "'C'" in message
-
-
-# ---------------------------------------------------------------- pruning
-
-
-def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy):
-    X, y = churn_xy
-    folds = cv_folds(y, 3, 0)
-    space = {"C": {"type": "categorical", "choices": [1.0, 1e-6]}}
-    # log_loss: C=1e-6 shrinks every weight to ~0, so it predicts about the base rate everywhere.
-    objective = make_objective(X, y, folds, space, "log_loss", logreg)
-    study = in_memory_study(
-        "minimize", optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-    )
-    study.enqueue_trial({"C": 1.0})
-    study.enqueue_trial({"C": 1e-6})
-    study.optimize(objective, n_trials=2)
-    good, bad = study.trials
-    assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == len(folds)
-    assert bad.params == {"C": 1e-6}
-    assert bad.state == TrialState.PRUNED
-    assert len(bad.intermediate_values) < len(folds)
-    assert "cv_std" not in bad.user_attrs and "error" not in bad.user_attrs
-
-
-def test_objective_value_is_the_mean_fold_score(churn_xy):
-    from sklearn.metrics import roc_auc_score
-
-    X, y = churn_xy
-    folds = cv_folds(y, 3, 0)
-    objective = make_objective(X, y, folds, {}, "roc_auc", logreg)
-    study = in_memory_study()
-    study.optimize(objective, n_trials=1)
-    scores = []
-    for train_idx, valid_idx in folds:
-        model = logreg({}).fit(X.iloc[train_idx], y.iloc[train_idx])
-        scores.append(roc_auc_score(y.iloc[valid_idx], model.predict_proba(X.iloc[valid_idx])[:, 1]))
-    assert study.best_value == pytest.approx(sum(scores) / len(scores))
-    assert study.trials[0].intermediate_values[0] == pytest.approx(scores[0])
-
-
-def test_cv_folds_are_stratified_and_cover_every_row(churn_xy):
-    _, y = churn_xy
-    folds = cv_folds(y, 4, 1)
-    assert len(folds) == 4
-    valid = sorted(i for _, v in folds for i in v)
-    assert valid == list(range(len(y)))
-    rate = y.mean()
-    for _, v in folds:
-        assert abs(y.iloc[v].mean() - rate) < 0.05
-    assert [v.tolist() for _, v in cv_folds(y, 4, 1)] == [v.tolist() for _, v in folds]
 
 
 # ---------------------------------------------------------------- progress lines
@@ -227,7 +184,7 @@ def test_progress_printer_shows_count_value_and_best():
     lines: list[str] = []
     study = in_memory_study()
     run_trials(study, objective, n_total=3, timeout=None,
-               callbacks=[ProgressPrinter(3, "roc_auc", lines.append)])
+               callbacks=[ProgressPrinter(3, ["roc_auc"], printer=lines.append)])
     assert len(lines) == 3
     for n, line in enumerate(lines, start=1):
         assert re.search(rf"trial\s+{n}/3\b", line), line
@@ -247,7 +204,7 @@ def test_progress_printer_counts_failures_before_any_success():
 
     study = in_memory_study()
     run_trials(study, objective, n_total=2, timeout=None,
-               callbacks=[ProgressPrinter(2, "pr_auc", lines.append)])
+               callbacks=[ProgressPrinter(2, ["pr_auc"], printer=lines.append)])
     assert "best=none yet" in lines[0] and "failed=1" in lines[0]
     assert "pr_auc=fail" in lines[0]
     assert "best=0.50000 (trial 1)" in lines[1] and "failed=1" in lines[1]
@@ -307,5 +264,5 @@ def test_trial_run_logger_creates_one_nested_run_per_trial(tracking, tmp_path, c
 
 def test_sqlite_storage_folder_is_created(tune_cfg, tmp_path):
     tune_cfg["storage"] = f"sqlite:///{tmp_path}/new/folder/optuna.db"
-    study = open_study(tune_cfg, "fresh", "maximize")
+    study = open_single(tune_cfg, "fresh", "maximize")
     assert study.study_name == "fresh" and (tmp_path / "new" / "folder" / "optuna.db").exists()

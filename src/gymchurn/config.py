@@ -1,11 +1,24 @@
-"""Project paths and Hydra config composition shared by every entrypoint."""
+"""Project paths, Hydra config composition and the typed schema shared by every entrypoint."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
+import re
+import sys
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import hydra
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 
 def _find_project_root() -> Path:
@@ -16,6 +29,242 @@ def _find_project_root() -> Path:
 
 PROJECT_ROOT = _find_project_root()
 CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+# ---------------------------------------------------------------- schema
+# Hydra's "Structured Config schema" pattern: each primary YAML lists `<name>_schema` first in its
+# defaults, so everything merged after it (group files, the YAML itself, command-line overrides)
+# is checked against these types and `seed=abc` fails at composition. The values stay in the YAML
+# files (MISSING here means "the YAML sets it"); interpolations such as ${seed} or ${root:} are
+# allowed in any typed field. Open-ended nodes (estimators, search spaces, column rules, gates,
+# report scenarios) are `Any`, so their YAML stays free-form. `X | None` accepts null.
+
+
+@dataclass
+class DataConfig:
+    path: str = MISSING
+    shared_path: str | None = MISSING
+    url: str | None = MISSING
+    sha256: str | None = MISSING
+    name: str = MISSING
+    target: str = MISSING
+    columns: dict[str, Any] = MISSING
+    phrases: dict[str, Any] = field(default_factory=dict)  # optional: words for generated text
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING
+    artifact_root: str | None = MISSING
+    experiment: str = MISSING
+    log_trials: bool = MISSING
+
+
+@dataclass
+class RegistryConfig:
+    model_name: str = MISSING
+    alias: str | None = MISSING
+    register: bool = MISSING
+
+
+@dataclass
+class HoldoutConfig:
+    test_size: float = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class PrunerConfig:
+    n_startup_trials: int = MISSING
+    n_warmup_steps: int = MISSING
+
+
+@dataclass
+class TuneConfig:
+    """conf/tune/: the churn study's budget."""
+
+    n_trials: int = MISSING
+    timeout: float | None = MISSING
+    folds: int = MISSING
+    metric: str = MISSING
+    seed: int = MISSING
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    storage: str = MISSING
+    study_name: str | None = MISSING
+
+
+@dataclass
+class ThresholdConfig:
+    rule: str = MISSING
+    cost_ratio: float = MISSING
+
+
+@dataclass
+class EvaluationConfig:
+    repeated_cv_folds: int = MISSING
+    repeated_cv_repeats: int = MISSING
+    permutation_repeats: int = MISSING
+
+
+@dataclass
+class ChurnConfig:
+    """conf/config.yaml: the churn experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: Any = MISSING
+    model: Any = MISSING
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = MISSING
+    n_jobs: int = MISSING
+    workers: int = MISSING
+    split: HoldoutConfig = field(default_factory=HoldoutConfig)
+    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+
+@dataclass
+class SegmentTuneConfig:
+    """conf/segment_tune/: the segmentation study's budget (placed at `tune`)."""
+
+    n_trials: int = MISSING
+    timeout: float | None = MISSING
+    seed: int = MISSING
+    sampler: str = MISSING
+    n_startup_trials: int = MISSING
+    population_size: int = MISSING
+    silhouette_sample_size: int | None = MISSING
+    bootstraps: int = MISSING
+    storage: str = MISSING
+    study_name: str | None = MISSING
+
+
+@dataclass
+class ConstraintsConfig:
+    min_segments: int = MISSING
+    max_segments: int = MISSING
+    min_segment_share: float = MISSING
+
+
+@dataclass
+class SelectionConfig:
+    require: dict[str, float] | None = MISSING
+    rule: str = MISSING
+    prefer: str = MISSING
+    min_stability: float = MISSING
+    stability_candidates: int = MISSING
+
+
+@dataclass
+class SegmentationConfig:
+    column_subsets: Any = MISSING
+    search: Any = MISSING
+    objectives: list[str] = MISSING
+    constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+
+@dataclass
+class PortraitsConfig:
+    top_features: int = MISSING
+    name_words: int = MISSING
+    min_effect: float = MISSING
+    max_correlation: float = MISSING
+    lean_effect: float = MISSING
+    phrases: Any = MISSING
+
+
+@dataclass
+class SegmentConfig:
+    """conf/segment.yaml: the segmentation experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    clustering: Any = MISSING
+    tune: SegmentTuneConfig = field(default_factory=SegmentTuneConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = MISSING
+    n_jobs: int = MISSING
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    portraits: PortraitsConfig = field(default_factory=PortraitsConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+
+
+@dataclass
+class SegmentLookupConfig:
+    model_name: str = MISSING
+    enabled: bool = MISSING
+
+
+@dataclass
+class PredictConfig:
+    """conf/predict.yaml: batch scoring."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    risk_bands: Any = MISSING
+    input: str = MISSING  # stays ??? in the YAML: the command line must give it
+    output: str | None = MISSING
+    model_name: str = MISSING
+    alias: str | None = MISSING
+    version: int | None = MISSING
+    reasons: str = MISSING
+    reason_batch_rows: int = MISSING
+    n_jobs: int = MISSING
+    segmentation: SegmentLookupConfig = field(default_factory=SegmentLookupConfig)
+
+
+@dataclass
+class PromoteConfig:
+    """conf/promote.yaml: the promotion gate."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    action: str = MISSING
+    model_name: str = MISSING
+    version: int | None = MISSING
+    force: bool = MISSING
+    reason: str | None = MISSING
+    user: str | None = MISSING
+    record_experiment: str = MISSING
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    gates: Any = MISSING
+
+
+@dataclass
+class ReportConfig:
+    """conf/report.yaml: the retention-strategy report."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    risk_bands: Any = MISSING
+    classifier: str = MISSING
+    segmentation: str = MISSING
+    alias: str = MISSING
+    record_experiment: str = MISSING
+    output_dir: str = MISSING
+    seed: int = MISSING
+    holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    permutation_repeats: int = MISSING
+    top_drivers: int = MISSING
+    strong_correlation: float = MISSING
+    target_groups: int = MISSING
+    min_drop: float = MISSING
+    negligible_importance: float = MISSING
+    portrait_features: int = MISSING
+    patterns: Any = MISSING
+    what_if: Any = MISSING
+
+
+SCHEMAS = {"config": ChurnConfig, "segment": SegmentConfig, "predict": PredictConfig,
+           "promote": PromoteConfig, "report": ReportConfig}
+
+# Stored when this module is imported, which every entrypoint does before Hydra composes.
+for _name, _schema in SCHEMAS.items():
+    ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
+
+
+# ---------------------------------------------------------------- composition
 
 
 def register_resolvers() -> None:
@@ -35,3 +284,89 @@ def compose_config(config_name: str = "config", overrides: list[str] | None = No
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides or [])
+
+
+# ---------------------------------------------------------------- errors: one line, not a traceback
+
+
+def _type_name(tp: Any) -> str:
+    # `int | None` -> "int or null"; containers as written, e.g. "dict[str, float]"
+    args = typing.get_args(tp)
+    if type(None) in args and len(args) == 2:
+        return f"{_type_name(next(a for a in args if a is not type(None)))} or null"
+    return tp.__name__ if isinstance(tp, type) and not args else str(tp).replace("typing.", "")
+
+
+def config_error_message(err: BaseException) -> str:
+    """What went wrong in composing a config, for the user.
+
+    A value the schema rejects is one line naming the key, the type it needs and the value, e.g.
+    "tune.n_trials must be int, got 'abc'" (OmegaConf's own text spans lines: full_key,
+    object_type, ...); an unknown key is one line too. Other Hydra errors keep Hydra's text
+    (an unknown group option lists the choices).
+    """
+    cause = err if isinstance(err, OmegaConfBaseException) else (err.__cause__ or err.__context__)
+    if not isinstance(cause, OmegaConfBaseException) or not getattr(cause, "full_key", None):
+        return str(err)
+    # Hydra's part ("Error merging override ...", "In 'tune/default': ..."), without the OmegaConf
+    # text it repeats for config files.
+    context = "" if cause is err else " ".join(str(err).replace(str(cause), "").split()).rstrip(":")
+    schema, key = cause.object_type, cause.key
+    fields = typing.get_type_hints(schema) if dataclasses.is_dataclass(schema) else {}
+    if isinstance(cause, ValidationError) and key in fields:
+        value = "null" if cause.value is None else repr(cause.value)
+        source = re.match(r"In '([^']+)'", context)  # a config file, not the command line
+        return (f"{cause.full_key} must be {_type_name(fields[key])}, got {value}"
+                + (f" (in conf/{source[1]}.yaml)" if source else ""))
+    first = str(cause).splitlines()[0]
+    return f"{context} ({first})" if context else f"{cause.full_key}: {first}"
+
+
+FULL_ERROR = "HYDRA_FULL_ERROR"  # "1": Hydra raises errors instead of printing them
+
+
+def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """`@hydra.main` on conf/<config_name>.yaml for the entrypoints, with composition errors (a
+    value of the wrong type, an unknown key) as one `error: ...` line and exit code 2.
+
+    Hydra prints them over several lines plus a hint about HYDRA_FULL_ERROR. With its documented
+    HYDRA_FULL_ERROR=1 it raises them instead, so that is set while Hydra composes and unset
+    while the task runs: failures of the work itself are reported by Hydra exactly as before.
+    A user who sets HYDRA_FULL_ERROR=1 gets Hydra's full traceback, as Hydra documents.
+    """
+
+    def decorator(task: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        def decorate(function):
+            return hydra.main(config_path=str(CONFIG_DIR), config_name=config_name,
+                              version_base="1.3")(function)
+
+        @functools.wraps(task)
+        def job(cfg: DictConfig) -> Any:
+            os.environ.pop(FULL_ERROR, None)
+            result = task(cfg)
+            os.environ[FULL_ERROR] = "1"  # --multirun composes the next job after this one
+            return result
+
+        plain, quiet = decorate(task), decorate(job)
+
+        @functools.wraps(task)
+        def main() -> Any:
+            register_resolvers()
+            before = os.environ.get(FULL_ERROR)
+            if before == "1":
+                return plain()
+            os.environ[FULL_ERROR] = "1"
+            try:
+                return quiet()
+            except (HydraException, OmegaConfBaseException) as err:
+                print(f"error: {config_error_message(err)}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            finally:
+                os.environ.pop(FULL_ERROR, None)
+                if before is not None:
+                    os.environ[FULL_ERROR] = before
+
+        return main
+
+    return decorator
+

@@ -10,7 +10,6 @@ matplotlib.use("Agg")  # no screen on servers and in CI
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.calibration import CalibrationDisplay  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
@@ -62,8 +61,9 @@ def importance_figure(importance: pd.DataFrame, title: str,
     return fig
 
 
-def optuna_figures(study: optuna.Study) -> dict[str, plt.Figure]:
+def optuna_figures(study) -> dict[str, plt.Figure]:
     """Optimisation history and hyperparameter importances (skipped when too few trials)."""
+    import optuna
     from optuna.visualization import matplotlib as optuna_mpl
 
     figures = {}

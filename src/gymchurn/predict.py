@@ -15,10 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from gymchurn.config import CONFIG_DIR, register_resolvers
+from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error
 
 REASON_CHOICES = ("flagged", "all", "none")
@@ -123,10 +122,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     }
 
 
-register_resolvers()
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="predict", version_base="1.3")
+@hydra_main("predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     run(cfg, printer=lambda line: print(line, flush=True))

@@ -6,10 +6,9 @@ record the decision, move the aliases) -> the decision in one line. See conf/pro
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from gymchurn.config import CONFIG_DIR, register_resolvers
+from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error
 
 
@@ -24,10 +23,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     return (promotion.promote if cfg.action == "promote" else promotion.rollback)(cfg, printer)
 
 
-register_resolvers()
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="promote", version_base="1.3")
+@hydra_main("promote")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     run(cfg, printer=lambda line: print(line, flush=True))

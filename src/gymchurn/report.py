@@ -14,21 +14,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from gymchurn.config import CONFIG_DIR, register_resolvers, resolve_path
+from gymchurn.config import hydra_main, resolve_path
 from gymchurn.errors import exit_on_user_error
 
 
 def run(cfg: DictConfig, printer=print) -> dict:
     from gymchurn.registry import open_registry
-    from gymchurn.reporting.build import build_sections
+    from gymchurn.reporting.build import build_sections, check_scenarios
     from gymchurn.reporting.render import headline_metrics, replace_folder, write_report
     from gymchurn.tracking import RunRecord, record, tracked_run
 
     started = time.monotonic()
     target = Path(resolve_path(cfg.output_dir))
+    check_scenarios(cfg)  # a bad what-if is refused before any work
     open_registry(cfg.tracking)
     sections, sources = build_sections(cfg, printer)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,10 +71,7 @@ def summary_text(result: dict) -> str:
     ])
 
 
-register_resolvers()
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="report", version_base="1.3")
+@hydra_main("report")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     run(cfg, printer=lambda line: print(line, flush=True))

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import time
 
-import hydra
 from omegaconf import DictConfig
 
-from gymchurn.config import CONFIG_DIR, register_resolvers
+from gymchurn.config import hydra_main
 from gymchurn.errors import exit_on_interrupt, exit_on_user_error
 
 
@@ -98,10 +97,7 @@ def summary_text(summary: dict, cfg: DictConfig, run) -> str:
     return "\n".join(rows)
 
 
-register_resolvers()
-
-
-@hydra.main(config_path=str(CONFIG_DIR), config_name="segment", version_base="1.3")
+@hydra_main("segment")
 @exit_on_user_error
 @exit_on_interrupt
 def main(cfg: DictConfig):

@@ -291,9 +291,9 @@ def record(result: RunRecord, context: RunContext | None = None) -> Logged:
     timed("plots", start)
 
     if result.model is not None:
+        start = clock()  # importing the registry (skops, all of scikit-learn) is part of it
         from gymchurn.registry import log_pipeline_model, register_version
 
-        start = clock()
         m = result.model
         info = log_pipeline_model(m.pipeline, m.code, m.input_example, m.output_example,
                                   m.model_config)

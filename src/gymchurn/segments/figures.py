@@ -6,15 +6,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import optuna
 import pandas as pd
-from optuna.trial import TrialState
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_samples
 
 from gymchurn.plots import plt
-from gymchurn.segments.objectives import COLUMN_SUBSET_PARAM
-from gymchurn.tuning import is_feasible
+from gymchurn.segments import COLUMN_SUBSET_PARAM
 
 
 def _segment_colours(n: int):
@@ -121,9 +118,13 @@ def dendrogram_figure(X_scaled, linkage: str, n_segments: int) -> plt.Figure:
     return fig
 
 
-def pareto_figure(study: optuna.Study, objectives: Sequence[str], chosen: int) -> plt.Figure:
+def pareto_figure(study, objectives: Sequence[str], chosen: int) -> plt.Figure:
     """Every complete trial on the first two objectives: feasible ones coloured by column
     subset, infeasible ones as grey crosses, the Pareto front joined, the chosen one starred."""
+    from optuna.trial import TrialState
+
+    from gymchurn.tuning import is_feasible
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     x_name, y_name = objectives[0], objectives[1] if len(objectives) > 1 else objectives[0]
     fig, ax = plt.subplots(figsize=(7.5, 5.5))

@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.data import feature_columns, table_digest
 from gymchurn.errors import GymchurnError
+from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import NAME_COLUMN, SEGMENT_COLUMN, build_segmentation, scaled_inputs
 from gymchurn.segments.objectives import (
-    COLUMN_SUBSET_PARAM,
     OBJECTIVES,
     check_objectives,
     make_objective,

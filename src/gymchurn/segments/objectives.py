@@ -18,10 +18,9 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.pipeline import Pipeline
 
 from gymchurn.errors import GymchurnError
+from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import scaled_inputs
 from gymchurn.tuning import recording_failures, suggest_params
-
-COLUMN_SUBSET_PARAM = "column_subset"  # the Optuna parameter that chooses the clustered columns
 
 # Scores a study can optimise, with their direction. All are computed for every trial.
 OBJECTIVES = {

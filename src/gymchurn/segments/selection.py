@@ -13,7 +13,8 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.pipeline import Pipeline
 
 from gymchurn.errors import GymchurnError
-from gymchurn.segments.objectives import COLUMN_SUBSET_PARAM, OBJECTIVES
+from gymchurn.segments import COLUMN_SUBSET_PARAM
+from gymchurn.segments.objectives import OBJECTIVES
 from gymchurn.tuning import is_feasible
 
 SELECTION_RULES = ("threshold", "knee")

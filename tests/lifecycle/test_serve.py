@@ -1,6 +1,6 @@
 """Real servers on 127.0.0.1: `mlflow models serve` of the champion (what `make serve` runs) and
-the tracking server (what `make ui` runs), each started on a free port, waited for with a
-bounded timeout, queried over HTTP and always stopped."""
+the tracking server (what `make ui` runs), each started on a free port, polled until it answers
+(a generous deadline, never one short read timeout), queried over HTTP and always stopped."""
 
 from __future__ import annotations
 
@@ -19,12 +19,26 @@ import requests
 
 from gymchurn.config import PROJECT_ROOT, compose_config
 from gymchurn.data import SCHEMA_ORDER
-from gymchurn.predict import score
-from tests.lifecycle import CLASSIFIER, free_port, new_customers, store_with_champion
+from gymchurn.predict import run as run_predict
+from tests.lifecycle.helpers import CLASSIFIER, free_port, new_customers, store_with_champion
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 180  # seconds; a loaded 2-core machine starts MLflow slowly
+REQUEST_DEADLINE = 180  # seconds a request may keep being retried while the server is busy
+
+
+def request(method: str, url: str, **kwargs) -> requests.Response:
+    """One HTTP request, retried on connection errors and read timeouts until a generous
+    deadline: a server under load may answer its first requests slowly."""
+    deadline = time.monotonic() + REQUEST_DEADLINE
+    while True:
+        try:
+            return requests.request(method, url, timeout=(5, 60), **kwargs)
+        except (requests.ConnectionError, requests.Timeout):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 @contextmanager
@@ -39,10 +53,10 @@ def running(command: list[str], port: int, log: Path, env: dict | None = None):
             if proc.poll() is not None:
                 pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
             try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=(5, 30)).ok:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or busy starting: poll again until the deadline
             if time.monotonic() > deadline:
                 pytest.fail(f"server not ready in {STARTUP_TIMEOUT} s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
@@ -75,7 +89,7 @@ def test_served_champion_answers_like_make_predict(store, tmp_path):
 
     customers = new_customers(6)
     customers.to_csv(tmp_path / "new.csv", index=False)
-    score(compose_config("predict", overrides=[
+    run_predict(compose_config("predict", overrides=[
         *store, f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'scores.csv'}",
         "reasons=none"]), printer=lambda line: None)
     expected = pd.read_csv(tmp_path / "scores.csv")["churn_probability"].to_numpy()
@@ -89,13 +103,13 @@ def test_served_champion_answers_like_make_predict(store, tmp_path):
     with running(serve, port, tmp_path / "serve.log", env) as url:
         rows = customers[SCHEMA_ORDER[:-1]].astype("float64")
         payload = {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
-        response = requests.post(f"{url}/invocations", json=payload, timeout=60)
+        response = request("POST", f"{url}/invocations", json=payload)
         assert response.status_code == 200, response.text
         served = [p["churn_probability"] for p in response.json()["predictions"]]
         np.testing.assert_allclose(served, expected, rtol=1e-12)
 
-        bad = requests.post(f"{url}/invocations", json={"dataframe_split": {
-            "columns": ["Age"], "data": [[30.0]]}}, timeout=60)
+        bad = request("POST", f"{url}/invocations", json={"dataframe_split": {
+            "columns": ["Age"], "data": [[30.0]]}})
         assert bad.status_code == 400 and "missing" in bad.text.lower()
 
 
@@ -109,10 +123,10 @@ def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
               "--port", str(port)]
     with running(server, port, tmp_path / "ui.log") as url:
         api = f"{url}/api/2.0/mlflow"
-        experiment = requests.get(f"{api}/experiments/get-by-name",
-                                  params={"experiment_name": "gym-churn"}, timeout=30).json()
+        experiment = request("GET", f"{api}/experiments/get-by-name",
+                             params={"experiment_name": "gym-churn"}).json()
         experiment_id = experiment["experiment"]["experiment_id"]
-        found = requests.post(f"{api}/runs/search", timeout=30, json={
+        found = request("POST", f"{api}/runs/search", json={
             "experiment_ids": [experiment_id], "filter": "tags.run_type = 'churn'",
             "order_by": ["metrics.test_roc_auc DESC"]}).json()["runs"]
         names = sorted(r["info"]["run_name"] for r in found)
@@ -122,7 +136,7 @@ def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
             assert {"model_family", "feature_set", "tuned_metric", "data_digest"} <= set(tags)
             assert any(m["key"] == "test_roc_auc" for m in run["data"]["metrics"])
 
-        champion = requests.get(f"{api}/registered-models/alias", timeout=30, params={
+        champion = request("GET", f"{api}/registered-models/alias", params={
             "name": CLASSIFIER, "alias": "champion"}).json()["model_version"]
         assert champion["version"] == "1"
         assert champion["run_id"] in {r["info"]["run_id"] for r in found}

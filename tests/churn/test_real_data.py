@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gymchurn import experiment
 from gymchurn.config import compose_config
-from gymchurn.experiment import train
-
-from .conftest import REAL_DATA
+from tests.conftest import REAL_DATA
 
 
 @pytest.mark.slow
@@ -18,6 +17,6 @@ def test_fast_tuning_on_real_data_reaches_roc_auc_097(tmp_path):
         f"tune.storage=sqlite:///{tmp_path}/optuna.db", "tune=fast",
         "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1",
     ])
-    result = train(cfg)
+    result = experiment.run(cfg)
     assert result["test_metrics"]["roc_auc"] >= 0.97
-    assert result["n_test"] == 800
+    assert result["result"].n_test == 800

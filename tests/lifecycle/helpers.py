@@ -20,11 +20,11 @@ from sklearn.cluster import KMeans
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from gymchurn import segment_model
 from gymchurn.config import compose_config
 from gymchurn.data import make_synthetic_customers
-from gymchurn.experiment import train
+from gymchurn.experiment import run
 from gymchurn.registry import log_pipeline_model, register_version
+from gymchurn.segments import served as segment_served
 from gymchurn.tracking import setup_experiment
 
 CLASSIFIER = "gym-churn-classifier"
@@ -58,7 +58,7 @@ def trained_store(tmp_path_factory) -> Path:
                 "tune=fast", "tune.n_trials=2", "tune.folds=2", "evaluation.repeated_cv_repeats=0",
                 "evaluation.permutation_repeats=1", *overrides,
             ])
-            train(cfg)
+            run(cfg, printer=lambda line: None)
         mlflow.set_tracking_uri(None)
         _SESSION["root"] = root
     return _SESSION["root"]
@@ -95,7 +95,7 @@ def registry_snapshot(uri: str) -> dict:
 
 
 def register_segmentation(customers: pd.DataFrame, n_segments: int, tags: dict) -> str:
-    """Register a small k-means segmentation version the way segment.py does (segment_model.py
+    """Register a small k-means segmentation version the way segment.py does (segments/served.py
     pyfunc); return its version number. The model is logged in a run of an experiment whose
     artifacts live beside the current store (MLflow's Default experiment would write them to
     ./mlruns, the repo's own store)."""
@@ -108,7 +108,7 @@ def register_segmentation(customers: pd.DataFrame, n_segments: int, tags: dict) 
     experiment_id = setup_experiment({"uri": mlflow.get_tracking_uri()}, SEGMENTATION)
     with mlflow.start_run(experiment_id=experiment_id):
         info = log_pipeline_model(
-            pipeline, Path(segment_model.__file__), example, output,
+            pipeline, Path(segment_served.__file__), example, output,
             model_config={"segment_names": {str(s): n for s, n in names.items()},
                           "feature_columns": list(X.columns)},
         )
@@ -121,12 +121,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_module(module: str, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_module(module: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *overrides], capture_output=True,
                           text=True, timeout=timeout)
 
 
-def run_modules(module: str, runs: list[list[str]], timeout: float = 300):
+def run_modules(module: str, runs: list[list[str]], timeout: float = 900):
     """Run `python -m module` once per override list, all at once (most of each run is start-up
     time), and return their CompletedProcess results in order."""
     procs = [subprocess.Popen([sys.executable, "-m", module, *overrides], stdout=subprocess.PIPE,

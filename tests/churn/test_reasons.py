@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gymchurn.config import compose_config
-from gymchurn.data import feature_columns
-from gymchurn.pipeline import build_pipeline
-from gymchurn.reasons import (
+from gymchurn.churn.reasons import (
     LightGBMContributions,
     contribution_method,
     contributions,
     model_input,
     top_reasons,
 )
+from gymchurn.config import compose_config
+from gymchurn.data import feature_columns
+from gymchurn.pipeline import build_pipeline
 
 
 def fitted(model: str, customers, features: str = "engineered"):

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from .test_experiment import parent_and_children, run_entrypoint
+from tests.churn.test_experiment import parent_and_children, run_entrypoint
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [
@@ -96,7 +96,7 @@ def tracking_server(tmp_path, postgres):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200,
+        wait_until(lambda: urllib.request.urlopen(f"{url}/health", timeout=30).status == 200,
                    120, "mlflow server")
         yield url
     finally:

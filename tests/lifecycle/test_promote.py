@@ -1,4 +1,4 @@
-"""Promotion gate, forced promotion and rollback against a temp registry (see tests/lifecycle.py)."""
+"""Promotion gate, forced promotion and rollback against a temp registry (see tests/lifecycle/helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.model_selection import train_test_split
 
+from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.config import compose_config
 from gymchurn.data import feature_columns, load_customers
 from gymchurn.errors import GymchurnError
-from gymchurn.evaluation import classification_metrics
 from gymchurn.promote import run
 from gymchurn.registry import load_fitted_pipeline
-from tests.lifecycle import (
+from tests.lifecycle.helpers import (
     CLASSIFIER,
     SEGMENTATION,
     copy_store,

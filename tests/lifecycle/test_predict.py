@@ -1,5 +1,5 @@
 """Batch scoring against a temp registry: outputs, reasons, segments, and bad input as a user
-would give it (see tests/lifecycle.py for the registered versions)."""
+would give it (see tests/lifecycle/helpers.py for the registered versions)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gymchurn.config import compose_config
-from gymchurn.predict import score
+from gymchurn.predict import run as run_predict
 from gymchurn.registry import load_fitted_pipeline
-from tests.lifecycle import (
+from tests.lifecycle.helpers import (
     CLASSIFIER,
     assert_no_partial_files,
     new_customers,
@@ -30,7 +30,7 @@ def store(tmp_path_factory, tmp_path):
 
 def predict(store, *overrides):
     lines = []
-    result = score(compose_config("predict", overrides=[*store, *overrides]), printer=lines.append)
+    result = run_predict(compose_config("predict", overrides=[*store, *overrides]), printer=lines.append)
     return result, "\n".join(lines)
 
 

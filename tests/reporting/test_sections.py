@@ -15,18 +15,18 @@ from gymchurn.config import compose_config
 from gymchurn.data import feature_columns
 from gymchurn.errors import GymchurnError
 from gymchurn.pipeline import build_pipeline
-from gymchurn.report_sections import (
-    Figure,
+from gymchurn.reporting.blocks import Figure, compare_rates
+from gymchurn.reporting.drivers import (
     churn_drivers,
-    compare_rates,
-    customer_portraits,
-    data_overview,
     driver_direction,
     global_importance,
-    model_performance,
     pattern_comparison,
-    recommendations,
+    permutation_table,
 )
+from gymchurn.reporting.overview import data_overview
+from gymchurn.reporting.performance import model_performance
+from gymchurn.reporting.portraits import customer_portraits
+from gymchurn.reporting.recommendations import Rules, ScoredTable, recommendations
 
 THRESHOLD = 0.4
 PATTERNS = [{"when": "Avg_class_frequency_current_month < Avg_class_frequency_total",
@@ -88,9 +88,11 @@ def test_model_performance_matches_direct_computation(customers, setting):
 
 
 def test_drivers_rank_and_directions_match_direct_computation(customers, setting):
-    section = churn_drivers(setting["pipeline"], setting["X_test"], setting["y_test"], customers,
-                            "Churn", setting["data_columns"], setting["phrases"], PATTERNS,
-                            top_n=3, repeats=2, seed=0)
+    perm_table = permutation_table(setting["pipeline"], setting["X_test"], setting["y_test"],
+                                   repeats=2, seed=0)
+    section = churn_drivers(setting["pipeline"], setting["X_test"], customers, "Churn",
+                            setting["data_columns"], setting["phrases"], PATTERNS, perm_table,
+                            top_n=3, seed=0)
     n = section.numbers
     perm = n["permutation_importance"]
     assert n["top_drivers"] == sorted(perm, key=perm.get, reverse=True)[:3]
@@ -121,10 +123,10 @@ def test_portraits_match_direct_computation(customers, setting):
 def test_recommendations_match_direct_computation(customers, setting):
     pipeline, columns = setting["pipeline"], setting["columns"]
     proba = pipeline.predict_proba(customers[columns])[:, 1]
-    section = recommendations(
-        pipeline, THRESHOLD, customers, proba, "Churn", columns, setting["labels"], setting["names"],
-        ["low", "medium", "high"], np.array([0.0, 0.2, THRESHOLD]), SCENARIOS,
-        {"Lifetime": 0.1, "gender": 0.0}, [], n_groups=2)
+    scored = ScoredTable(pipeline, THRESHOLD, customers, "Churn", columns, proba,
+                         ["low", "medium", "high"], np.array([0.0, 0.2, THRESHOLD]))
+    section = recommendations(scored, setting["labels"], setting["names"],
+                              {"Lifetime": 0.1, "gender": 0.0}, [], Rules(SCENARIOS, n_groups=2))
     high = proba >= THRESHOLD
     for s in range(4):
         assert section.numbers["groups"].get((s, "high"), 0) == int((high & (setting["labels"] == s)).sum())
@@ -148,9 +150,9 @@ def test_sentences_follow_the_data(customers, setting):
     def sentences(table):
         portraits = customer_portraits(table, "Churn", labels, names, [], setting["phrases"], "t")
         proba = setting["pipeline"].predict_proba(table[setting["columns"]])[:, 1]
-        advice = recommendations(setting["pipeline"], THRESHOLD, table, proba, "Churn",
-                                 setting["columns"], labels, names, ["low", "high"],
-                                 np.array([0.0, THRESHOLD]), [], {}, [])
+        scored = ScoredTable(setting["pipeline"], THRESHOLD, table, "Churn", setting["columns"],
+                             proba, ["low", "high"], np.array([0.0, THRESHOLD]))
+        advice = recommendations(scored, labels, names, {}, [], Rules([]))
         return portraits.sentences, advice.sentences
 
     before_portraits, before_advice = sentences(customers)

@@ -1,18 +1,27 @@
-"""Evaluation stage: metrics on probabilities and the decision threshold."""
+"""Churn evaluation: metrics on probabilities, the decision threshold, and the cross-validation
+every tuning trial runs (folds, the per-fold objective and its pruning)."""
 
 from __future__ import annotations
 
 import numpy as np
+import optuna
 import pytest
+from optuna.trial import TrialState
 from sklearn import metrics as skm
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from gymchurn.errors import GymchurnError
-from gymchurn.evaluation import (
+from gymchurn.churn.evaluate import (
     TUNING_METRICS,
     choose_threshold,
     classification_metrics,
+    cv_folds,
+    make_objective,
     tuning_metric,
 )
+from gymchurn.data import make_synthetic_customers
+from gymchurn.errors import GymchurnError
 
 
 @pytest.fixture
@@ -136,3 +145,68 @@ def test_tuning_metric_directions(name, direction):
     good, bad = np.array([0.1, 0.9, 0.2, 0.8]), np.array([0.9, 0.1, 0.8, 0.2])
     better = score(y, good) > score(y, bad)
     assert better == (direction == "maximize")
+
+
+# ---------------------------------------------------------------- cross-validation
+
+
+@pytest.fixture(scope="module")
+def churn_xy():
+    df = make_synthetic_customers(240, seed=9)
+    return df.drop(columns="Churn"), df["Churn"]
+
+
+def logreg(params):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
+
+
+def in_memory_study(direction="maximize", pruner=None):
+    return optuna.create_study(direction=direction, pruner=pruner or optuna.pruners.NopPruner())
+
+
+def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy):
+    X, y = churn_xy
+    folds = cv_folds(y, 3, 0)
+    space = {"C": {"type": "categorical", "choices": [1.0, 1e-6]}}
+    # log_loss: C=1e-6 shrinks every weight to ~0, so it predicts about the base rate everywhere.
+    objective = make_objective(X, y, folds, space, "log_loss", logreg)
+    study = in_memory_study(
+        "minimize", optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    )
+    study.enqueue_trial({"C": 1.0})
+    study.enqueue_trial({"C": 1e-6})
+    study.optimize(objective, n_trials=2)
+    good, bad = study.trials
+    assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == len(folds)
+    assert bad.params == {"C": 1e-6}
+    assert bad.state == TrialState.PRUNED
+    assert len(bad.intermediate_values) < len(folds)
+    assert "cv_std" not in bad.user_attrs and "error" not in bad.user_attrs
+
+
+def test_objective_value_is_the_mean_fold_score(churn_xy):
+    from sklearn.metrics import roc_auc_score
+
+    X, y = churn_xy
+    folds = cv_folds(y, 3, 0)
+    objective = make_objective(X, y, folds, {}, "roc_auc", logreg)
+    study = in_memory_study()
+    study.optimize(objective, n_trials=1)
+    scores = []
+    for train_idx, valid_idx in folds:
+        model = logreg({}).fit(X.iloc[train_idx], y.iloc[train_idx])
+        scores.append(roc_auc_score(y.iloc[valid_idx], model.predict_proba(X.iloc[valid_idx])[:, 1]))
+    assert study.best_value == pytest.approx(sum(scores) / len(scores))
+    assert study.trials[0].intermediate_values[0] == pytest.approx(scores[0])
+
+
+def test_cv_folds_are_stratified_and_cover_every_row(churn_xy):
+    _, y = churn_xy
+    folds = cv_folds(y, 4, 1)
+    assert len(folds) == 4
+    valid = sorted(i for _, v in folds for i in v)
+    assert valid == list(range(len(y)))
+    rate = y.mean()
+    for _, v in folds:
+        assert abs(y.iloc[v].mean() - rate) < 0.05
+    assert [v.tolist() for _, v in cv_folds(y, 4, 1)] == [v.tolist() for _, v in folds]

@@ -19,11 +19,11 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from gymchurn import report as report_command
 from gymchurn.config import compose_config
 from gymchurn.errors import GymchurnError
-from gymchurn.report import make_report
 from gymchurn.tracking import setup_experiment
-from tests.lifecycle import (
+from tests.lifecycle.helpers import (
     CLASSIFIER,
     copy_store,
     register_segmentation,
@@ -135,7 +135,7 @@ def test_report_without_any_registered_model_says_run_make_experiment(tmp_path, 
         f"tracking.uri={uri}", f"data.path={customers_csv}", "data.shared_path=null",
         "data.url=null", f"output_dir={out}"])
     with pytest.raises(GymchurnError, match="run `make experiment` first"):
-        make_report(cfg)
+        report_command.run(cfg)
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
     assert mlflow.search_runs(experiment_names=["gym-churn-report"]).empty
 
@@ -146,7 +146,7 @@ def test_a_what_if_outside_the_data_rules_is_refused_before_any_work(tmp_path):
         "what_if=[{name: younger, set: {Age: -5}}]",
     ])
     with pytest.raises(GymchurnError, match="what-if 'younger' sets Age=-5"):
-        make_report(cfg)
+        report_command.run(cfg)
     assert not (tmp_path / "out").exists()
 
 
@@ -159,7 +159,7 @@ class DevTools:
     def __init__(self, ws_url: str):
         import websocket
 
-        self.ws = websocket.create_connection(ws_url, timeout=30)
+        self.ws = websocket.create_connection(ws_url, timeout=120)
         self.next_id, self.events = 0, []
 
     def send(self, method: str, **params) -> dict:
@@ -172,7 +172,7 @@ class DevTools:
                 return message["result"]
             self.events.append(message)
 
-    def wait_for(self, method: str, timeout: float = 30) -> None:
+    def wait_for(self, method: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while not any(e.get("method") == method for e in self.events):
             assert time.monotonic() < deadline, f"no {method} in {timeout} s"
@@ -194,13 +194,21 @@ def test_report_renders_in_headless_chromium_without_leaving_the_page(report, tm
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not (port_file.exists() and port_file.read_text().strip()):
             assert browser.poll() is None and time.monotonic() < deadline, "chromium did not start"
             time.sleep(0.2)
         port = port_file.read_text().split()[0]
-        targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-        page = next(t for t in targets if t["type"] == "page")
+        page = None
+        while page is None:  # the page target may appear a little after the port file
+            try:
+                targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=(5, 30)).json()
+                page = next((t for t in targets if t["type"] == "page"), None)
+            except (requests.ConnectionError, requests.Timeout):
+                pass
+            assert browser.poll() is None and time.monotonic() < deadline, "no chromium page target"
+            if page is None:
+                time.sleep(0.2)
         tools = DevTools(page["webSocketDebuggerUrl"])
         tools.send("Network.enable")
         tools.send("Page.enable")
