@@ -60,11 +60,11 @@ serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow server --backend-store-uri $(STORE) --artifacts-destination $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(PORT)
 
-test: $(STAMP) ## run the whole test suite (what CI runs)
-	$(BIN)/python -m pytest
+test: $(STAMP) ## run the whole test suite (what CI runs), on two cores
+	$(BIN)/python -m pytest -n 2 --dist load
 
 test-fast: $(STAMP) ## run the tests not marked slow
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist load -m "not slow"
 
 bench: $(STAMP) ## tracking overhead, 1 vs 2 workers, training and scoring up to 1M rows -> experiments/benchmarks.md
 	$(BIN)/python benchmarks/bench.py $(args)

@@ -56,7 +56,7 @@ TARGET_FIT_GB = 4.0
 TARGET_IMPORT_RATIO = 1.2    # a command's imports within 1.2x of the libraries it needs
 LIBRARIES = ["lightgbm", "scikit-learn", "optuna", "mlflow", "pandas", "numpy", "pyarrow",
              "sqlalchemy", "pandera", "hydra-core"]
-QUICK = {"import_runs": 1, "import_commands": "promote", "trials": 2, "worker_trials": 2,
+QUICK = {"import_runs": 1, "import_commands": "", "trials": 2, "worker_trials": 2,
          "fit_rows": "2000,4000", "predict_rows": "2000",
          "synthetic_rows": 600}
 QUICK_OVERRIDES = ["tune.folds=2", "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1"]
@@ -678,6 +678,9 @@ def conclusions(m: dict) -> list[str]:
 def import_times(measured: dict) -> list[str]:
     import imports  # benchmarks/imports.py: the script's folder is on sys.path
 
+    if not measured["commands"]:
+        return ["Not measured in this run (a --quick run measures no command: each costs seconds "
+                "per timing); `make bench` or `python benchmarks/imports.py` measures them."]
     return imports.markdown(measured, measured["runs"])
 
 
@@ -700,7 +703,8 @@ def main() -> Path:
     parser.add_argument("--import-runs", type=int, default=7,
                         help="fresh interpreters per import timing (median)")
     parser.add_argument("--import-commands", default="experiment,segment,promote,predict,report",
-                        help="commands whose start-up is measured")
+                        help="commands whose start-up is measured (--quick: none; each costs seconds "
+                             "per run, and benchmarks/imports.py has its own test)")
     parser.add_argument("--output", default="experiments/benchmarks.md")
     args = parser.parse_args()
     if args.quick:
@@ -730,8 +734,10 @@ def main() -> Path:
         import imports  # benchmarks/imports.py: the script's folder is on sys.path
 
         say("5/5 start-up: import times of each command ...")
+        wanted = [c for c in args.import_commands.split(",") if c]
         m["imports"] = {"load": load_average(), "runs": args.import_runs,
-                        **imports.measure(args.import_runs, say, args.import_commands.split(","))}
+                        **imports.measure(args.import_runs, say,
+                                          {c: imports.COMMANDS[c] for c in wanted})}
     m["load_end"] = load_average()
     m["total_s"] = time.monotonic() - started
     output = resolve_path(args.output)

@@ -75,10 +75,10 @@ def timed_import(modules: list[str], runs: int) -> dict:
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def measure(runs: int = 7, say=print, commands: list[str] | None = None) -> dict:
+def measure(runs: int = 7, say=print, commands: dict | None = None) -> dict:
+    """Timings of `commands` (name -> (our modules, libraries imported later); default COMMANDS)."""
     out = {"floor": timed_import(["sys"], runs), "commands": {}}
-    for command in commands or list(COMMANDS):
-        ours, later = COMMANDS[command]
+    for command, (ours, later) in (COMMANDS if commands is None else commands).items():
         say(f"imports: {command} ...")
         needed = third_party(ours + later)
         out["commands"][command] = {

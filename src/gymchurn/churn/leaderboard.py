@@ -71,9 +71,9 @@ class LeaderboardWriter(Callback):
 def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=print) -> pd.DataFrame:
     """Leaderboard of the store the jobs logged to; the best job's version becomes @challenger."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from gymchurn.config import resolve_path
+    from gymchurn.registry import set_alias
     from gymchurn.tables import markdown_table
     from gymchurn.tracking import setup_experiment
 
@@ -86,8 +86,7 @@ def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=
                     reverse=metric not in LOWER_IS_BETTER)
     best_cfg, best = ranked[0]
     if best["model_version"] and best_cfg.registry.alias:
-        MlflowClient().set_registered_model_alias(
-            best_cfg.registry.model_name, best_cfg.registry.alias, best["model_version"])
+        set_alias(best_cfg.registry.model_name, best_cfg.registry.alias, best["model_version"])
     out = resolve_path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"Best run per family and feature set (ranked by out-of-fold cv_{metric}; test_* on "
