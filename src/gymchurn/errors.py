@@ -43,6 +43,9 @@ def exit_on_interrupt(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+        # Python leaves SIGINT ignored when the parent ignored it (a background job of a script,
+        # a pytest-xdist worker): Ctrl-C must still stop the work the same way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return func(*args, **kwargs)
         except KeyboardInterrupt:

@@ -27,15 +27,18 @@ def study_of(tmp_path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
 
 
-def wait_for_progress_line(log, text: str, proc, timeout: float = 240) -> None:
-    """Poll the command's stdout (a file) until a progress line contains `text`: cheaper and
-    sooner than reading the study, so the signal lands while trials are still running."""
+def wait_for_finished_trials(tmp_path, name: str, n: int, proc, timeout: float = 240) -> None:
+    """Poll the Optuna storage until `n` trials of study `name` have finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        if text in log.read_text():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no progress line with {text!r} (exit {proc.poll()}):\n{log.read_text()[-2000:]}")
+        try:
+            if len(study_of(tmp_path, name).get_trials(states=(
+                    optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))) >= n:
+                return
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"study {name} did not reach {n} finished trials (exit {proc.poll()})")
 
 
 @pytest.mark.slow
@@ -48,7 +51,7 @@ def test_interrupted_run_is_killed_and_the_rerun_resumes(tmp_path, store_overrid
     with open(log, "w") as out_file:
         proc = subprocess.Popen([sys.executable, "-m", "gymchurn.experiment", *overrides],
                                 stdout=out_file, stderr=subprocess.PIPE, text=True)
-        wait_for_progress_line(log, "trial   2/6", proc)
+        wait_for_finished_trials(tmp_path, "interrupted", 2, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     out = log.read_text()
