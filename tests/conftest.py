@@ -18,6 +18,23 @@ def customers():
     return make_synthetic_customers(600, seed=7)
 
 
+@pytest.fixture(scope="session")
+def churn_xy():
+    """240 synthetic customers as (X, y) for tuning and CV tests."""
+    df = make_synthetic_customers(240, seed=9)
+    return df.drop(columns="Churn"), df["Churn"]
+
+
+@pytest.fixture(scope="session")
+def logreg():
+    """A pipeline builder `params -> pipeline` (scaled logistic regression) for objectives."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return lambda params: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
+
+
 @pytest.fixture
 def customers_csv(tmp_path, customers) -> Path:
     path = tmp_path / "customers.csv"

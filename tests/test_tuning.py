@@ -9,12 +9,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from gymchurn.churn.evaluate import cv_folds, make_objective
-from gymchurn.data import make_synthetic_customers
 from gymchurn.errors import GymchurnError
 from gymchurn.tracking import TrialRunLogger, setup_experiment
 from gymchurn.tuning import (
@@ -49,16 +45,6 @@ def tune_cfg(optuna_storage):
         "pruner": {"n_startup_trials": 100, "n_warmup_steps": 0},  # no pruning unless asked
         "storage": optuna_storage,
     }
-
-
-@pytest.fixture(scope="module")
-def churn_xy():
-    df = make_synthetic_customers(240, seed=9)
-    return df.drop(columns="Churn"), df["Churn"]
-
-
-def logreg(params):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
 
 
 def open_single(tune_cfg, name, direction):
@@ -138,7 +124,7 @@ def test_run_trials_counts_the_enqueued_trials_it_ran(tune_cfg):
 # ---------------------------------------------------------------- failures
 
 
-def test_failing_trials_are_recorded_and_the_study_goes_on(tune_cfg, churn_xy):
+def test_failing_trials_are_recorded_and_the_study_goes_on(tune_cfg, churn_xy, logreg):
     X, y = churn_xy
     space = {"C": {"type": "categorical", "choices": [1.0, -1.0]}}  # C must be > 0
     objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
@@ -156,7 +142,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(tune_cfg, churn_xy):
     assert best_trial(study).params == {"C": 1.0}
 
 
-def test_best_trial_when_every_trial_failed_names_the_failure(tune_cfg, churn_xy):
+def test_best_trial_when_every_trial_failed_names_the_failure(tune_cfg, churn_xy, logreg):
     X, y = churn_xy
     space = {"C": {"type": "categorical", "choices": [-1.0]}}
     objective = make_objective(X, y, cv_folds(y, 2, 0), space, "roc_auc", logreg)
@@ -224,7 +210,7 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(None)  # do not leak this test's store into later tests
 
 
-def test_trial_run_logger_creates_one_nested_run_per_trial(tracking, tmp_path, churn_xy):
+def test_trial_run_logger_creates_one_nested_run_per_trial(tracking, tmp_path, churn_xy, logreg):
     X, y = churn_xy
     assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
     space = {"C": {"type": "categorical", "choices": [1.0, 0.1, -1.0]}}

@@ -41,10 +41,8 @@ def run(cfg: DictConfig, printer=print) -> dict:
                      printer=printer) as run:
         record(plan.record(), run)
         logging = trial_logging(run, cfg.tune.metric) if cfg.tracking.log_trials else None
-        result = fit.fit(plan, logging)
+        result = fit.fit(plan, logging, study)
         logged = record(result.record(cfg.registry, time.monotonic() - started), run)
-        if logging is not None:
-            run.add(logging.seconds)
     summary = {"run_id": run.run_id, "experiment_id": run.experiment_id, "result": result,
                "metrics": result.metrics, "test_metrics": result.test_metrics,
                "cv_metrics": result.cv_metrics, "threshold": result.threshold,

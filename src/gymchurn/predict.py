@@ -17,10 +17,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from gymchurn.churn import REASON_CHOICES
 from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error
-
-REASON_CHOICES = ("flagged", "all", "none")
 
 
 def check_options(cfg: DictConfig) -> tuple[Path, Path]:

@@ -38,11 +38,9 @@ def run(cfg: DictConfig, printer=print) -> dict:
     with tracked_run(cfg.tracking, f"segment-{cfg.clustering.name}", plan.tags,
                      on_interrupt=lambda: interrupted_note(study), printer=printer) as run:
         record(plan.record(), run)
-        logging = trial_logging(run) if cfg.tracking.log_trials else None
-        result = fit.fit(plan, [logging()] if logging else [], printer)
+        callbacks = [trial_logging(run)()] if cfg.tracking.log_trials else []
+        result = fit.fit(plan, callbacks, printer, study)
         logged = record(result.record(cfg.registry, time.monotonic() - started), run)
-        if logging is not None:
-            run.add(logging.seconds)
     summary = {"run_id": run.run_id, "experiment_id": run.experiment_id, "result": result,
                "metrics": result.metrics, "portraits": result.portraits, "names": result.names,
                "column_subset": result.column_subset, "clustered_columns": result.clustered_columns,

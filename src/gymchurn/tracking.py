@@ -318,29 +318,21 @@ class TrialLogging:
     """Picklable recipe for the per-trial logger, so spawned tuning workers log too."""
 
     uri: str
-    experiment_id: str
-    parent_run_id: str
+    context: RunContext   # the parent run; in this process its `seconds` gain the loggers' time
     metric: str | None = None  # the single objective's name; None for multi-objective studies
-    loggers: list = field(default_factory=list, repr=False)  # made in this process
 
     def __call__(self) -> TrialRunLogger:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
-        logger = TrialRunLogger(self.experiment_id, self.parent_run_id, self.metric)
-        self.loggers.append(logger)
-        return logger
-
-    @property
-    def seconds(self) -> dict[str, float]:
-        """Time this process's trial loggers spent in MLflow (for the run's tracking time)."""
-        return {"nested trial runs (one per trial)": sum(lg.seconds for lg in self.loggers)}
+        return TrialRunLogger(self.context.experiment_id, self.context.run_id, self.metric,
+                              self.context)
 
 
 def trial_logging(context: RunContext, metric: str | None = None) -> TrialLogging:
     import mlflow
 
-    return TrialLogging(mlflow.get_tracking_uri(), context.experiment_id, context.run_id, metric)
+    return TrialLogging(mlflow.get_tracking_uri(), context, metric)
 
 
 class TrialRunLogger:
@@ -352,14 +344,15 @@ class TrialRunLogger:
     score it computed, its constraint values and whether it is feasible.
     """
 
-    def __init__(self, experiment_id: str, parent_run_id: str, metric: str | None):
+    def __init__(self, experiment_id: str, parent_run_id: str, metric: str | None,
+                 context: RunContext | None = None):
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient()
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.metric = metric
-        self.seconds = 0.0
+        self.context = context  # where the time spent in MLflow is added up
 
     def trial_metrics(self, trial) -> dict[str, float | dict[int, float]]:
         """name -> value, or name -> {step: value} for a series."""
@@ -422,7 +415,8 @@ class TrialRunLogger:
         )
         status = "FAILED" if trial.state == TrialState.FAIL else "FINISHED"
         self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
-        self.seconds += time.perf_counter() - started
+        if self.context is not None:
+            self.context.add({"nested trial runs (one per trial)": time.perf_counter() - started})
 
 
 # ---------------------------------------------------------------- summaries

@@ -8,9 +8,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 from sklearn import metrics as skm
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from gymchurn.churn.evaluate import (
     TUNING_METRICS,
@@ -20,7 +17,6 @@ from gymchurn.churn.evaluate import (
     make_objective,
     tuning_metric,
 )
-from gymchurn.data import make_synthetic_customers
 from gymchurn.errors import GymchurnError
 
 
@@ -150,21 +146,11 @@ def test_tuning_metric_directions(name, direction):
 # ---------------------------------------------------------------- cross-validation
 
 
-@pytest.fixture(scope="module")
-def churn_xy():
-    df = make_synthetic_customers(240, seed=9)
-    return df.drop(columns="Churn"), df["Churn"]
-
-
-def logreg(params):
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params))
-
-
 def in_memory_study(direction="maximize", pruner=None):
     return optuna.create_study(direction=direction, pruner=pruner or optuna.pruners.NopPruner())
 
 
-def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy):
+def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy, logreg):
     X, y = churn_xy
     folds = cv_folds(y, 3, 0)
     space = {"C": {"type": "categorical", "choices": [1.0, 1e-6]}}
@@ -184,7 +170,7 @@ def test_bad_candidate_is_pruned_before_its_last_fold(churn_xy):
     assert "cv_std" not in bad.user_attrs and "error" not in bad.user_attrs
 
 
-def test_objective_value_is_the_mean_fold_score(churn_xy):
+def test_objective_value_is_the_mean_fold_score(churn_xy, logreg):
     from sklearn.metrics import roc_auc_score
 
     X, y = churn_xy

@@ -148,10 +148,11 @@ class TuningJob:
     study_name: str
     trial_logging: Any = None  # a picklable recipe returning an Optuna callback, or None
 
-    def run(self, worker: int) -> None:
-        """Run trials of the shared study until it holds tune.n_trials finished ones."""
+    def run(self, worker: int, study=None) -> None:
+        """Run trials of the shared study until it holds tune.n_trials finished ones (`study`:
+        worker 0's, already open in this process)."""
         cfg = OmegaConf.create(self.cfg)
-        study = open_churn_study(cfg.tune, self.study_name, worker)
+        study = study or open_churn_study(cfg.tune, self.study_name, worker)
         build = functools.partial(build_pipeline, cfg.features, cfg.model, list(self.X_train.columns))
         folds = cv_folds(self.y_train, int(cfg.tune.folds), int(cfg.tune.seed))
         objective = make_objective(self.X_train, self.y_train, folds, cfg.model.search_space,
@@ -176,8 +177,9 @@ def run_tuning_worker(job: TuningJob, worker: int) -> None:
         pass  # Optuna has marked the running trial failed; the parent reports the stop
 
 
-def tune(p: ChurnPlan, trial_logging=None) -> float:
-    """Run the study with `cfg.workers` processes; return the seconds it took."""
+def tune(p: ChurnPlan, trial_logging=None, study=None) -> float:
+    """Run the study with `cfg.workers` processes (this one as worker 0, on `study` if it is
+    open already); return the seconds it took."""
     start = time.monotonic()
     job = TuningJob(OmegaConf.to_container(p.cfg, resolve=True), p.X_train, p.y_train,
                     p.study_name, trial_logging)
@@ -187,7 +189,7 @@ def tune(p: ChurnPlan, trial_logging=None) -> float:
     try:
         for process in extra:
             process.start()
-        job.run(worker=0)
+        job.run(0, study)
         for process in extra:
             process.join()
     except KeyboardInterrupt:
@@ -251,16 +253,17 @@ class ChurnResult:
         )
 
 
-def fit(p: ChurnPlan, trial_logging=None) -> ChurnResult:
-    """Tune, choose the threshold, refit, evaluate on the holdout; return the result."""
+def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
+    """Tune, choose the threshold, refit, evaluate on the holdout; return the result. `study`:
+    the plan's study when the caller has opened it already (one connection per process)."""
     from sklearn.inspection import permutation_importance
     from sklearn.model_selection import cross_val_predict
 
     from gymchurn.plots import classifier_figures, importance_figure, optuna_figures
 
     cfg = p.cfg
-    tuning_seconds = tune(p, trial_logging)
-    study = open_churn_study(cfg.tune, p.study_name)
+    study = study or open_churn_study(cfg.tune, p.study_name)
+    tuning_seconds = tune(p, trial_logging, study)
     best = best_trial(study)
     params, metric = dict(best.params), cfg.tune.metric
     build = functools.partial(build_pipeline, cfg.features, cfg.model, feature_columns(cfg.data))

@@ -17,7 +17,12 @@ from hydra.experimental.callback import Callback
 
 LEADERBOARD_COLUMNS = ["roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss",
                        "brier"]
-LOWER_IS_BETTER = {"log_loss", "brier"}
+
+
+def lower_is_better(metric: str) -> bool:
+    from gymchurn.churn.evaluate import tuning_metric
+
+    return tuning_metric(metric)[1] == "minimize"
 
 
 def leaderboard(experiment_id: str, data_digest: str, metric: str) -> pd.DataFrame:
@@ -36,7 +41,7 @@ def leaderboard(experiment_id: str, data_digest: str, metric: str) -> pd.DataFra
     if runs.empty:
         return runs
     key = f"metrics.cv_{metric}"
-    runs = runs.sort_values(key, ascending=metric in LOWER_IS_BETTER)
+    runs = runs.sort_values(key, ascending=lower_is_better(metric))
     best = runs.drop_duplicates(["tags.model_family", "tags.feature_set"])
     table = pd.DataFrame({
         "family": best["tags.model_family"], "features": best["tags.feature_set"],
@@ -83,7 +88,7 @@ def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=
     digest = mlflow.get_run(last["run_id"]).data.tags["data_digest"]
     table = leaderboard(experiment_id, digest, metric)
     ranked = sorted(jobs, key=lambda job: job[1]["cv_metrics"][metric],
-                    reverse=metric not in LOWER_IS_BETTER)
+                    reverse=not lower_is_better(metric))
     best_cfg, best = ranked[0]
     if best["model_version"] and best_cfg.registry.alias:
         set_alias(best_cfg.registry.model_name, best_cfg.registry.alias, best["model_version"])

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from gymchurn.churn import PROBABILITY_COLUMN
+from gymchurn.churn import PROBABILITY_COLUMN, REASON_CHOICES
 from gymchurn.churn.reasons import REASON_COLUMNS
 from gymchurn.errors import GymchurnError
 
-REASON_CHOICES = ("flagged", "all", "none")
 SCORE_COLUMNS = [PROBABILITY_COLUMN, "churn_flag", "risk_band", "segment", "segment_name",
                  *REASON_COLUMNS]
 

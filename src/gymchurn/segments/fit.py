@@ -220,10 +220,11 @@ class SegmentationResult:
         )
 
 
-def tune(p: SegmentationPlan, callbacks=(), printer=print):
-    """Run the study to tune.n_trials finished trials; return it and the seconds it took."""
+def tune(p: SegmentationPlan, callbacks=(), printer=print, study=None):
+    """Run the study to tune.n_trials finished trials (`study`: the plan's, if already open);
+    return it and the seconds it took."""
     cfg = p.cfg
-    study = open_segment_study(cfg.tune, p.study_name, p.objectives)
+    study = study or open_segment_study(cfg.tune, p.study_name, p.objectives)
     objective = make_objective(p.X, p.churn, p.subsets,
                                OmegaConf.to_container(cfg.clustering.search_space, resolve=True),
                                lambda columns, params: build_segmentation(cfg.clustering, columns, params),
@@ -268,7 +269,7 @@ def choose(p: SegmentationPlan, study):
     return trials[chosen], front, ranked, checked
 
 
-def fit(p: SegmentationPlan, callbacks=(), printer=print) -> SegmentationResult:
+def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> SegmentationResult:
     """Tune, choose, refit, score and describe the segments; return the result."""
     from threadpoolctl import threadpool_limits
 
@@ -283,7 +284,7 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print) -> SegmentationResult:
 
     cfg = p.cfg
     with threadpool_limits(limits=int(cfg.n_jobs)):
-        study, tuning_seconds = tune(p, callbacks, printer)
+        study, tuning_seconds = tune(p, callbacks, printer, study)
         best, front, ranked, checked = choose(p, study)
         subset = best.params[COLUMN_SUBSET_PARAM]
         params = {k: v for k, v in best.params.items() if k != COLUMN_SUBSET_PARAM}
