@@ -2,6 +2,7 @@
 # Options are passed as make variables and become Hydra overrides, e.g.
 #   make experiment model=xgb features=raw tune=fast
 #   make experiment args="tune.n_trials=80 threshold.rule=cost"
+#   make predict input="my customers.csv"      (any character: values are data, never shell)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,7 +17,27 @@ STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
 # Config groups and keys that may be given as make variables.
 OVERRIDE_VARS := model features tune data tracking experiment threshold seed workers clustering \
 	input output reasons version force model_name reason
-OVERRIDES = $(foreach v,$(OVERRIDE_VARS),$(if $($(v)),$(v)=$($(v)))) $(args)
+# Values are data, never shell or make code:
+# - make exports every variable of its command line to the recipes, expanding it first (a
+#   value `$(shell ...)` would run): each becomes a simple variable holding its text as typed;
+# - a value never enters a recipe line, where the shell would run it (`input="x; rm ..."`): the
+#   options are exported as GYMCHURN_MAKE_<name> and gymchurn.make_args turns them into Hydra
+#   overrides, then `args` into words (split by shlex, in Python);
+# - HOST, PORT, paths: one quoted shell word each (`quote` below).
+CMDLINE_VARS := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
+$(foreach v,$(CMDLINE_VARS),$(eval override $(v) := $$(value $(v)))$(eval export $(v)))
+$(foreach v,$(OVERRIDE_VARS) args,$(eval export GYMCHURN_MAKE_$(v) := $$(value $(v))))
+export GYMCHURN_MAKE_VARS := $(OVERRIDE_VARS)
+unexport $(OVERRIDE_VARS) args
+# The launcher prints the command it runs (as make would echo it), so recipes using it are @.
+RUN = $(BIN)/python -m gymchurn.make_args
+# One shell word holding a make value as it is (HOST, PORT, paths): the value itself when it
+# is one word made only of characters the shell leaves alone (127.0.0.1, /x/.venv/bin), else
+# '...' with each ' written as '\''.
+PLAIN_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M \
+	N O P Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 . _ / : + @ % , -
+without = $(if $(2),$(call without,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+quote = $(if $(filter-out 1,$(words $(1)))$(call without,$(1),$(PLAIN_CHARS)),'$(subst ','\'',$(1))',$(1))
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
@@ -34,31 +55,35 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv and install the project (every target does this first)
 
 experiment: $(STAMP) ## tune, evaluate, track and register a churn model: model=lgbm features=engineered tune=default
-	$(BIN)/python -m gymchurn.experiment $(OVERRIDES)
+	@$(RUN) gymchurn.experiment
 
 compare: $(STAMP) ## every model family x feature set (a Hydra multirun), one leaderboard: model=lgbm,xgb features=raw tune=fast
-	$(BIN)/python -m gymchurn.experiment --multirun experiment=compare $(OVERRIDES)
+	@$(RUN) gymchurn.experiment --multirun experiment=compare
 
 segment: $(STAMP) ## tune, describe, track and register customer segments: clustering=kmeans tune=default
-	$(BIN)/python -m gymchurn.segment $(patsubst tune=%,segment_tune@tune=%,$(OVERRIDES))
+	@$(RUN) --rename tune=segment_tune@tune gymchurn.segment
 
 promote: $(STAMP) ## move @champion to the challenger if it is better on the same holdout: model_name=... version=N force=true
-	$(BIN)/python -m gymchurn.promote $(OVERRIDES)
+	@$(RUN) gymchurn.promote
 
 rollback: $(STAMP) ## move @champion back to @previous-champion: model_name=...
-	$(BIN)/python -m gymchurn.promote action=rollback $(OVERRIDES)
+	@$(RUN) gymchurn.promote action=rollback
 
 predict: $(STAMP) ## score customers with the champion: input=new.csv output=scores.csv reasons=flagged|all|none
-	$(BIN)/python -m gymchurn.predict $(OVERRIDES)
+	@$(RUN) gymchurn.predict
 
 report: $(STAMP) ## retention-strategy report from both @champion models -> experiments/retention-strategy/
-	$(BIN)/python -m gymchurn.report $(OVERRIDES)
+	@$(RUN) gymchurn.report
 
 serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0.0.1:5001/invocations
-	PATH=$(CURDIR)/$(BIN):$$PATH MLFLOW_TRACKING_URI=$(STORE) $(BIN)/mlflow models serve -m models:/gym-churn-classifier@champion --env-manager local --host $(HOST) --port $(SERVE_PORT)
+	PATH=$(call quote,$(CURDIR)/$(BIN)):"$$PATH" MLFLOW_TRACKING_URI=$(call quote,$(STORE)) \
+		$(BIN)/mlflow models serve -m models:/gym-churn-classifier@champion --env-manager local \
+		--host $(call quote,$(value HOST)) --port $(call quote,$(value SERVE_PORT))
 
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
-	$(BIN)/mlflow server --backend-store-uri $(STORE) --artifacts-destination $(CURDIR)/mlruns/artifacts --host $(HOST) --port $(PORT)
+	$(BIN)/mlflow server --backend-store-uri $(call quote,$(STORE)) \
+		--artifacts-destination $(call quote,$(CURDIR)/mlruns/artifacts) \
+		--host $(call quote,$(value HOST)) --port $(call quote,$(value PORT))
 
 test: $(STAMP) ## run the whole test suite (what CI runs), on two cores
 	$(BIN)/python -m pytest -n 2 --dist load
@@ -67,7 +92,7 @@ test-fast: $(STAMP) ## run the tests not marked slow
 	$(BIN)/python -m pytest -n 2 --dist load -m "not slow"
 
 bench: $(STAMP) ## tracking overhead, 1 vs 2 workers, training and scoring up to 1M rows -> experiments/benchmarks.md
-	$(BIN)/python benchmarks/bench.py $(args)
+	@$(RUN) --args-only benchmarks/bench.py
 
 lint: $(STAMP) ## ruff (what CI runs besides the tests)
 	$(BIN)/ruff check src tests benchmarks

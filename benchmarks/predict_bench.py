@@ -41,6 +41,8 @@ from gymchurn.churn.evaluate import choose_threshold
 from gymchurn.churn.reasons import LightGBMContributions
 from gymchurn.config import compose_config, resolve_path
 from gymchurn.data import feature_columns, make_synthetic_customers
+from gymchurn.errors import exit_on_user_error
+from gymchurn.outputs import check_file
 from gymchurn.pipeline import build_pipeline
 from gymchurn.tracking import ModelSpec, Registration, RunRecord, quiet_libraries, record, tracked_run
 
@@ -168,6 +170,7 @@ def versions() -> str:
     return ", ".join(found)
 
 
+@exit_on_user_error
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -181,7 +184,10 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="gymchurn-bench-"))
-    report = resolve_path(args.report)
+    # Replaces only a previous raw record of this script (its first line is the machine's).
+    report = check_file(resolve_path(args.report), "--report file",
+                        lambda path: path.read_text(errors="replace").startswith("machine: "),
+                        "a raw record of this script (first line 'machine: ...')")
     report.write_text("")
 
     class Lines(list):

@@ -20,6 +20,7 @@ from gymchurn.config import (
     config_error_message,
     hydra_main,
 )
+from gymchurn.errors import GymchurnError
 
 
 def options(group: str) -> list[str]:
@@ -48,7 +49,7 @@ def test_values_are_typed_and_interpolations_still_resolve():
     assert cfg.seed == 7 and cfg.tune.seed == 7 and cfg.split.seed == 7  # ${seed}
     assert cfg.model.estimator.random_state == 7 and cfg.model.estimator.n_jobs == 2
     assert cfg.tune.timeout is None
-    assert isinstance(compose_config().tune.timeout, float)  # `timeout: 120` in the YAML
+    assert isinstance(compose_config("config", ["tune.timeout=120"]).tune.timeout, float)
     assert cfg.tune.storage == f"sqlite:///{PROJECT_ROOT.as_posix()}/mlruns/optuna.db"  # ${root:}
     assert cfg.tracking.uri == os.environ["MLFLOW_TRACKING_URI"]  # ${oc.env:...}
     predict = compose_config("predict", ["input=new.csv", "version=3"])
@@ -157,3 +158,134 @@ def test_experiment_with_a_bad_value_says_so_in_one_line(tmp_path):
     result = run_experiment(tmp_path, "tune.n_trials=abc")
     assert result.returncode == 2
     assert result.stderr == "error: tune.n_trials must be int, got 'abc'\n"
+
+
+# ---------------------------------------------------------------- values the types let through
+# (gymchurn.options, run by hydra_main before the task)
+
+
+def typed_fields(schema, prefix=""):
+    """(dotted key, type, field) of every typed leaf of a schema."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            yield from typed_fields(kind, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", kind, f
+
+
+def numeric(kind) -> bool:
+    import typing
+
+    return kind in (int, float) or any(a in (int, float) for a in typing.get_args(kind))
+
+
+BOOLEANS = [(name, key) for name, schema in SCHEMAS.items()
+            for key, kind, _ in typed_fields(schema) if kind is bool]
+
+
+def composed(name: str, overrides: list[str]):
+    return compose_config(name, [*(["input=new.csv"] if name == "predict" else []), *overrides])
+
+
+def test_every_boolean_option_of_the_five_configs_is_found():
+    assert {("promote", "force"), ("config", "registry.register"), ("segment", "tracking.log_trials"),
+            ("predict", "segmentation.enabled"), ("report", "tracking.log_trials")} <= set(BOOLEANS)
+
+
+@pytest.mark.parametrize(("name", "key"), BOOLEANS, ids=[f"{n}:{k}" for n, k in BOOLEANS])
+def test_a_boolean_option_accepts_only_true_or_false(name, key):
+    from gymchurn.options import check_options
+
+    cfg = composed(name, [f"{key}=no"])
+    assert OmegaConf.select(cfg, key) is False  # OmegaConf alone takes it: `force=no` is False
+    for value in ("no", "yes", "on", "off", "y", "0", "1", "2"):
+        with pytest.raises(GymchurnError) as info:
+            check_options(cfg, name, [f"{key}={value}"])
+        shown = repr(int(value)) if value.isdigit() else repr(value)
+        assert str(info.value) == f"{key} must be true or false, got {shown}"
+    for value in ("true", "false", "True", "FALSE", "'true'"):
+        check_options(cfg, name, [f"{key}={value}"])
+
+
+def test_every_number_option_has_bounds():
+    # A new number option must say what range it allows (gymchurn.config.number).
+    unbounded = [f"{name}:{key}" for name, schema in SCHEMAS.items()
+                 for key, kind, f in typed_fields(schema)
+                 if numeric(kind) and "bounds" not in f.metadata]
+    assert unbounded == []
+
+
+OUT_OF_RANGE = [
+    ("config", "split.test_size=1.5", "split.test_size must be strictly between 0 and 1, got 1.5"),
+    ("config", "split.test_size=0", "split.test_size must be strictly between 0 and 1, got 0.0"),
+    ("config", "tune.n_trials=0", "tune.n_trials must be at least 1, got 0"),
+    ("config", "tune.folds=1", "tune.folds must be at least 2, got 1"),
+    ("config", "tune.timeout=nan", "tune.timeout must be a finite number, got nan"),
+    ("config", "tune.timeout=inf", "tune.timeout must be a finite number, got inf"),
+    ("config", "tune.timeout=-5", "tune.timeout must be above 0, got -5.0"),
+    ("config", "seed=-1", "seed must be between 0 and 4294967295, got -1"),  # not tune.seed
+    ("config", "workers=0", "workers must be at least 1, got 0"),
+    ("config", "n_jobs=0", "n_jobs must be at least 1, got 0"),
+    ("config", "threshold.cost_ratio=0", "threshold.cost_ratio must be above 0, got 0.0"),
+    ("config", "evaluation.repeated_cv_repeats=-1",
+     "evaluation.repeated_cv_repeats must be at least 0, got -1"),
+    ("segment", "tune.bootstraps=1", "tune.bootstraps must be at least 2, got 1"),
+    ("segment", "segmentation.constraints.min_segment_share=1.5",
+     "segmentation.constraints.min_segment_share must be between 0 and 1, got 1.5"),
+    ("segment", "segmentation.selection.require={silhouette: nan}",
+     "segmentation.selection.require.silhouette must be a finite number, got nan"),
+    ("predict", "version=0", "version must be at least 1, got 0"),
+    ("predict", "reason_batch_rows=0", "reason_batch_rows must be at least 1, got 0"),
+    ("promote", "version=-2", "version must be at least 1, got -2"),
+    ("promote", "holdout.test_size=1", "holdout.test_size must be strictly between 0 and 1, got 1.0"),
+    ("promote", "lock.wait_seconds=-1", "lock.wait_seconds must be at least 0, got -1.0"),
+    ("report", "min_drop=2", "min_drop must be between 0 and 1, got 2.0"),
+    ("report", "strong_correlation=-0.5", "strong_correlation must be between 0 and 1, got -0.5"),
+]
+
+
+@pytest.mark.parametrize(("name", "override", "message"), OUT_OF_RANGE)
+def test_a_number_outside_its_range_is_refused_naming_the_key(name, override, message):
+    from gymchurn.options import check_options
+
+    cfg = composed(name, [override])  # the type alone lets it through
+    with pytest.raises(GymchurnError) as info:
+        check_options(cfg, name, [override])
+    assert str(info.value) == message
+
+
+def test_every_config_as_shipped_passes_the_checks():
+    from gymchurn.options import check_options
+
+    for name, overrides in VALID:
+        check_options(composed(name, overrides), name, overrides)
+
+
+def test_more_workers_than_cpus_are_refused_before_any_work(run_main, capsys):
+    from gymchurn.options import usable_cpus
+
+    cpus = usable_cpus()
+    with pytest.raises(SystemExit) as info:
+        run_main(f"workers={cpus + 1}")
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: workers={cpus + 1} is more than the {cpus} CPU(s) this command may use: each "
+        "worker is a process running trials, and more than one per CPU only wait for a turn. "
+        f"Use workers={cpus} or fewer.\n")
+    assert run_main(f"workers={cpus}")["cfg"].workers == cpus  # the task ran
+
+
+def test_the_promote_command_refuses_force_no_before_touching_the_store(tmp_path):
+    # The issue: `force=no` forced a promotion the gate had rejected.
+    done = subprocess.run(
+        [sys.executable, "-m", "gymchurn.promote", "version=1", "force=no",
+         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "error: force must be true or false, got 'no'\n"
+    assert not any(tmp_path.iterdir())

@@ -264,6 +264,111 @@ def test_csv_round_trip_validates(tmp_path, table, columns):
     pd.testing.assert_frame_equal(out, table[list(columns)], check_dtype=False)
 
 
+# ---------------------------------------------------------------- read_customers: files as people make them
+
+IDS = ["007", "0042", "1e3", "00", "1.50"]  # all look like numbers: read as such they change
+
+
+def with_ids(table):
+    table = table.head(len(IDS)).copy()
+    table.insert(0, "member_id", IDS)
+    return table
+
+
+def read_valid(path, columns):
+    raw = read_customers(path, list(columns))
+    return raw, validate_customers(raw, columns, "Churn")[0]
+
+
+def test_spreadsheet_csv_utf8_with_a_byte_order_mark_keeps_ids_as_written(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    with_ids(table).to_csv(path, index=False, encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    assert path.read_bytes().startswith(b"\xef\xbb\xbfmember_id,")
+    raw, out = read_valid(path, columns)
+    assert list(raw.columns)[:2] == ["member_id", "gender"]
+    assert raw["member_id"].tolist() == IDS
+    pd.testing.assert_frame_equal(out, table.head(len(IDS))[list(columns)], check_dtype=False)
+
+
+def test_semicolon_file_with_decimal_commas_is_read_as_numbers(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    with_ids(table).to_csv(path, index=False, sep=";", decimal=",")  # a European spreadsheet
+    assert re.search(r";\d+,\d+;", path.read_text())  # decimal commas between semicolons
+    raw, out = read_valid(path, columns)
+    assert raw["member_id"].tolist() == IDS
+    pd.testing.assert_frame_equal(out, table.head(len(IDS))[list(columns)], check_dtype=False)
+
+
+def test_tab_separated_file_is_read(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    with_ids(table).to_csv(path, index=False, sep="\t")
+    raw, out = read_valid(path, columns)
+    assert raw["member_id"].tolist() == IDS
+    pd.testing.assert_frame_equal(out, table.head(len(IDS))[list(columns)], check_dtype=False)
+
+
+def test_a_decimal_comma_in_a_comma_separated_file_is_reported_with_its_value(tmp_path, table,
+                                                                              columns):
+    table["Avg_additional_charges_total"] = table["Avg_additional_charges_total"].map(
+        lambda v: f"{v:.2f}".replace(".", ","))
+    table.to_csv(tmp_path / "customers.csv", index=False)  # quoted: "208,69"
+    message = validation_error(read_customers(tmp_path / "customers.csv", list(columns)), columns)
+    assert "column 'Avg_additional_charges_total': rule 'not a number' fails in 20 row(s)" in message
+    assert re.search(r"values: '\d+,\d\d'", message)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_header_spaces_and_letter_case_are_matched_to_the_schema(tmp_path, table, columns, suffix):
+    messy = with_ids(table).rename(columns={"Age": " age ", "gender": "GENDER", "Churn": "churn\t",
+                                            "member_id": " member_id "})
+    path = tmp_path / f"customers{suffix}"
+    messy.to_csv(path, index=False) if suffix == ".csv" else messy.to_parquet(path, index=False)
+    raw, out = read_valid(path, columns)
+    assert list(raw.columns) == ["member_id", *SCHEMA_ORDER]  # the schema's spelling
+    assert raw["member_id"].tolist() == IDS
+    pd.testing.assert_frame_equal(out, table.head(len(IDS))[list(columns)], check_dtype=False)
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["Age", "Age"], "names the same column more than once: 'Age' (2 times)"),
+    (["Age", " age"], "'Age' and ' age' (all read as 'Age')"),
+    (["note", "note "], "'note' and 'note ' (all read as 'note')"),
+])
+def test_a_column_named_twice_is_refused_naming_it(tmp_path, table, columns, names, expected):
+    table = table.drop(columns="Age").assign(first=table["Age"], second=table["Age"])
+    table.columns = [*table.columns[:-2], *names]  # pandas writes repeated names as they are
+    path = tmp_path / "customers.csv"
+    table.to_csv(path, index=False)
+    with pytest.raises(GymchurnError, match="more than once") as info:
+        read_customers(path, list(columns))
+    assert expected in str(info.value) and "Keep one column of each name" in str(info.value)
+
+
+def test_a_parquet_file_with_a_repeated_column_is_refused_naming_it(tmp_path, columns):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "customers.parquet"
+    pq.write_table(pa.table([pa.array([30]), pa.array([31])], names=["Age", "Age"]), path)
+    with pytest.raises(GymchurnError, match=r"names the same column more than once: 'Age' \(2"):
+        read_customers(path, list(columns))
+
+
+def test_a_file_that_is_not_utf8_says_how_to_save_it(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    table.head(3).assign(note="café").to_csv(path, index=False, encoding="latin-1")
+    with pytest.raises(GymchurnError, match="is not UTF-8 text .* Save it as 'CSV UTF-8'"):
+        read_customers(path, list(columns))
+
+
+def test_missing_columns_are_shown_with_the_columns_as_read(tmp_path, table, columns):
+    path = tmp_path / "customers.csv"
+    table.to_csv(path, index=False, sep="|")  # a separator the reader does not try
+    message = validation_error(read_customers(path, list(columns)), columns)
+    assert "missing column(s): Age" in message
+    assert "The table's 1 column(s) as read: 'gender|Near_Location|Partner" in message
+
+
 # ---------------------------------------------------------------- ensure_data_file
 
 PAYLOAD = b"gender,Age\n1,30\n0,25\n"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -93,3 +95,146 @@ def test_pip_requirements_of_an_xgb_pipeline(customers):
     installed = metadata.packages_distributions()["xgboost"][0]
     assert pinned[installed] == xgboost.__version__
     assert "lightgbm" not in pinned
+
+
+# ---------------------------------------------------------------- opening a store for reading
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """An MLflow SQLite store holding only MLflow's tables, made once."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # creates every table
+    return path
+
+
+def damaged_copy(kind: str, source, folder):
+    """A copy of an MLflow store as a careless user may leave it."""
+    import shutil
+    import sqlite3
+
+    path = folder / "mlflow.db"
+    if kind == "empty":
+        path.touch()
+    elif kind == "truncated":  # a copy or a disk that stopped half-way
+        shutil.copy(source, path)
+        with open(path, "r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+    elif kind == "overwritten":
+        path.write_bytes(b"this is not a database\n" * 5000)
+    elif kind == "another database":
+        with sqlite3.connect(path) as con:
+            con.execute("CREATE TABLE customers (id INTEGER)")
+    return path
+
+
+STORE_DAMAGE = [("empty", "is empty, not an MLflow database"),
+                ("truncated", "is damaged or not a database (database disk image is malformed)"),
+                ("overwritten", "is damaged or not a database (file is not a database)"),
+                ("another database", "is an SQLite database but not an MLflow store")]
+
+
+@pytest.mark.parametrize(("kind", "message"), STORE_DAMAGE, ids=[k for k, _ in STORE_DAMAGE])
+def test_a_damaged_store_is_refused_with_the_fix_and_left_as_it_was(kind, message, mlflow_store,
+                                                                    tmp_path):
+    from gymchurn.registry import open_registry
+
+    path = damaged_copy(kind, mlflow_store, tmp_path)
+    before = path.read_bytes()
+    with pytest.raises(GymchurnError) as info:
+        open_registry({"uri": f"sqlite:///{path}"})
+    assert message in str(info.value) and str(path) in str(info.value)
+    assert "Restore mlflow.db from a backup" in str(info.value)
+    assert path.read_bytes() == before  # MLflow never created its tables in it
+
+
+def test_an_intact_store_opens(mlflow_store):
+    import mlflow
+
+    from gymchurn.registry import open_registry
+
+    open_registry({"uri": f"sqlite:///{mlflow_store}"}, writable=True)
+    assert mlflow.get_tracking_uri() == f"sqlite:///{mlflow_store}"
+
+
+# ---------------------------------------------------------------- the served model's data rules
+
+
+def test_a_logged_model_carries_the_data_rules_of_its_run(customers, tmp_path):
+    import mlflow
+    from omegaconf import OmegaConf
+
+    from gymchurn.churn import served
+    from gymchurn.registry import log_pipeline_model
+    from gymchurn.serving import data_schema
+
+    cfg = compose_config(overrides=["features=raw", "data.columns.Age.max=60"])
+    pipe, X = fitted("logreg", customers, features="raw")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")  # as every road does
+        example = X.head(5).astype("float64")
+        output = pd.DataFrame({"churn_probability": pipe.predict_proba(example)[:, 1]})
+        info = log_pipeline_model(pipe, Path(served.__file__), example, output, {"threshold": 0.5})
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    rules = model.unwrap_python_model().data_schema
+    assert rules == data_schema(cfg.data) and rules["columns"]["Age"]["max"] == 60
+    assert rules["order"] == list(cfg.data.columns)
+    ok = X.astype("float64").head(20)
+    np.testing.assert_allclose(model.predict(ok)["churn_probability"], pipe.predict_proba(ok)[:, 1])
+    too_old = ok.assign(Age=70.0)  # allowed by conf/data/gym.yaml, not by this model's run
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"column 'Age'.*in_range\(14, 60\)"):
+        model.predict(too_old)
+
+
+# churn/served.py as versions registered before the data rules were logged with it (a version
+# runs the copy of the file logged with it): what it imports must stay importable.
+OLD_WRAPPER = """
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+from gymchurn.churn import PROBABILITY_COLUMN
+from gymchurn.registry import load_pipeline
+
+
+class ChurnProbabilityModel(PythonModel):
+    def load_context(self, context):
+        self.pipeline = load_pipeline(
+            context.artifacts["pipeline"], context.model_config["skops_trusted_types"]
+        )
+        self.threshold = float(context.model_config["threshold"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        proba = self.pipeline.predict_proba(model_input)[:, 1]
+        return pd.DataFrame({PROBABILITY_COLUMN: proba}, index=model_input.index)
+
+
+mlflow.models.set_model(ChurnProbabilityModel())
+"""
+
+
+def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers, tmp_path):
+    import mlflow
+
+    from gymchurn.registry import load_fitted_pipeline, log_pipeline_model
+
+    (tmp_path / "served.py").write_text(OLD_WRAPPER)
+    pipe, X = fitted("logreg", customers, features="raw")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
+    example = X.head(5).astype("float64")
+    output = pd.DataFrame({"churn_probability": pipe.predict_proba(example)[:, 1]})
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_pipeline_model(pipe, tmp_path / "served.py", example, output,
+                                  {"threshold": 0.5, "feature_columns": list(X.columns)})
+    mlflow.register_model(info.model_uri, "old")
+    model = mlflow.pyfunc.load_model("models:/old/1")
+    ok = X.astype("float64").head(20)
+    np.testing.assert_allclose(model.predict(ok)["churn_probability"], pipe.predict_proba(ok)[:, 1])
+    loaded, threshold = load_fitted_pipeline("old", 1)  # what predict, promote and report use
+    assert threshold == 0.5
+    np.testing.assert_allclose(loaded.predict_proba(ok)[:, 1], pipe.predict_proba(ok)[:, 1])

@@ -12,13 +12,16 @@ from optuna.trial import TrialState
 
 from gymchurn.churn.evaluate import cv_folds, make_objective
 from gymchurn.errors import GymchurnError
-from gymchurn.tracking import TrialRunLogger, setup_experiment
+from gymchurn.tracking import setup_experiment
+from gymchurn.trial_runs import TrialRunLogger
 from gymchurn.tuning import (
     ProgressPrinter,
     best_trial,
     finished_trials,
     open_study,
+    recording_failures,
     run_trials,
+    timeout_note,
 )
 
 
@@ -51,7 +54,7 @@ def open_single(tune_cfg, name, direction):
     """A single-objective study in the configured storage: seeded TPE, median pruning."""
     return open_study(
         tune_cfg["storage"], name, [direction],
-        sampler=optuna.samplers.TPESampler(seed=tune_cfg["seed"]),
+        sampler=lambda seed: optuna.samplers.TPESampler(seed=seed), seed=tune_cfg["seed"],
         pruner=optuna.pruners.MedianPruner(**tune_cfg["pruner"]),
     )
 
@@ -119,6 +122,49 @@ def test_run_trials_counts_the_enqueued_trials_it_ran(tune_cfg):
     ran = run_trials(study, quadratic, n_total=3, timeout=None)
     assert len(finished_trials(study)) == 3
     assert ran == 3
+
+
+def test_a_resumed_study_does_not_replay_its_first_trials(tune_cfg):
+    first = open_single(tune_cfg, "replay", "maximize")
+    run_trials(first, quadratic, n_total=3, timeout=None)
+    resumed = open_single(tune_cfg, "replay", "maximize")  # a rerun: new sampler, same seed
+    run_trials(resumed, quadratic, n_total=6, timeout=None)
+    xs = [t.params["x"] for t in resumed.trials]
+    assert not set(xs[3:]) & set(xs[:3])
+    # ...and resuming stays reproducible: the same history resumes the same way.
+    twin = open_single(tune_cfg, "replay-twin", "maximize")
+    run_trials(twin, quadratic, n_total=3, timeout=None)
+    twin = open_single(tune_cfg, "replay-twin", "maximize")
+    run_trials(twin, quadratic, n_total=6, timeout=None)
+    assert [t.params["x"] for t in twin.trials] == xs
+
+
+def test_a_trial_whose_process_died_is_not_charged_to_the_budget(tune_cfg):
+    study = open_single(tune_cfg, "died", "maximize")
+    run_trials(study, quadratic, n_total=2, timeout=None)
+    # What Optuna's heartbeat check does to the running trial of a killed worker:
+    # FAIL, with no reason recorded by the objective.
+    study.tell(study.ask(), state=TrialState.FAIL)
+    assert len(finished_trials(study)) == 2
+    assert run_trials(study, quadratic, n_total=3, timeout=None) == 1
+
+
+def test_an_objective_returning_nan_is_a_failure_with_a_reason(tune_cfg):
+    def nan(trial):
+        trial.suggest_float("x", 0, 1)
+        return float("nan")
+
+    study = open_single(tune_cfg, "nan", "maximize")
+    assert run_trials(study, recording_failures(nan), n_total=2, timeout=None) == 2
+    assert all("not a finite number" in t.user_attrs["error"] for t in study.trials)
+
+
+def test_timeout_note_says_when_the_timeout_cut_the_study():
+    study = in_memory_study()
+    study.optimize(quadratic, n_trials=2)
+    assert timeout_note(study, 10, 5.0) == "tune.timeout=5 s stopped tuning after 2 of 10 trials"
+    assert timeout_note(study, 10, None) is None  # no timeout: the count alone decided
+    assert timeout_note(study, 2, 5.0) is None    # the study reached its total
 
 
 # ---------------------------------------------------------------- failures
@@ -189,7 +235,7 @@ def test_progress_printer_counts_failures_before_any_success():
         return 0.5
 
     study = in_memory_study()
-    run_trials(study, objective, n_total=2, timeout=None,
+    run_trials(study, recording_failures(objective), n_total=2, timeout=None,
                callbacks=[ProgressPrinter(2, ["pr_auc"], printer=lines.append)])
     assert "best=none yet" in lines[0] and "failed=1" in lines[0]
     assert "pr_auc=fail" in lines[0]

@@ -20,6 +20,9 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from gymchurn.errors import GymchurnError
+from gymchurn.redact import mask_credentials
+
 
 def _find_project_root() -> Path:
     # An editable install keeps the package in <root>/src/gymchurn; otherwise use the CWD.
@@ -38,6 +41,20 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 # files (MISSING here means "the YAML sets it"); interpolations such as ${seed} or ${root:} are
 # allowed in any typed field. Open-ended nodes (estimators, search spaces, column rules, gates,
 # report scenarios) are `Any`, so their YAML stays free-form. `X | None` accepts null.
+# Types are not all: `number(...)` also gives a field's allowed range, and
+# `gymchurn.options.check_options` (run by `hydra_main` before the task) refuses a value outside
+# it, NaN or infinity, and a boolean option given on the command line as anything but true/false
+# (OmegaConf alone reads `force=no`, `force=2` or `force=on` as booleans).
+
+SEED_MAX = 2**32 - 1  # NumPy's seeds are 32-bit
+CPUS = "cpus"         # an upper bound: the CPUs this process may run on (options.usable_cpus)
+
+
+def number(low: float | None = None, high: float | str | None = None, *, exclusive: bool = False):
+    """A numeric field the YAML sets, allowed from `low` to `high` (None: no bound); with
+    `exclusive`, the bounds themselves are not allowed."""
+    return field(default=MISSING, metadata={"bounds": (low, high, exclusive)})
+
 
 
 @dataclass
@@ -69,25 +86,25 @@ class RegistryConfig:
 
 @dataclass
 class HoldoutConfig:
-    test_size: float = MISSING
-    seed: int = MISSING
+    test_size: float = number(0, 1, exclusive=True)
+    seed: int = number(0, SEED_MAX)
 
 
 @dataclass
 class PrunerConfig:
-    n_startup_trials: int = MISSING
-    n_warmup_steps: int = MISSING
+    n_startup_trials: int = number(0)
+    n_warmup_steps: int = number(0)
 
 
 @dataclass
 class TuneConfig:
     """conf/tune/: the churn study's budget."""
 
-    n_trials: int = MISSING
-    timeout: float | None = MISSING
-    folds: int = MISSING
+    n_trials: int = number(1)
+    timeout: float | None = number(0, exclusive=True)
+    folds: int = number(2)
     metric: str = MISSING
-    seed: int = MISSING
+    seed: int = number(0, SEED_MAX)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     storage: str = MISSING
     study_name: str | None = MISSING
@@ -96,14 +113,14 @@ class TuneConfig:
 @dataclass
 class ThresholdConfig:
     rule: str = MISSING
-    cost_ratio: float = MISSING
+    cost_ratio: float = number(0, exclusive=True)
 
 
 @dataclass
 class EvaluationConfig:
-    repeated_cv_folds: int = MISSING
-    repeated_cv_repeats: int = MISSING
-    permutation_repeats: int = MISSING
+    repeated_cv_folds: int = number(2)
+    repeated_cv_repeats: int = number(0)  # 0: no repeated CV
+    permutation_repeats: int = number(1)
 
 
 @dataclass
@@ -115,9 +132,9 @@ class ChurnConfig:
     model: Any = MISSING
     tune: TuneConfig = field(default_factory=TuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = MISSING
-    n_jobs: int = MISSING
-    workers: int = MISSING
+    seed: int = number(0, SEED_MAX)
+    n_jobs: int = number(1)
+    workers: int = number(1, CPUS)
     split: HoldoutConfig = field(default_factory=HoldoutConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -128,23 +145,23 @@ class ChurnConfig:
 class SegmentTuneConfig:
     """conf/segment_tune/: the segmentation study's budget (placed at `tune`)."""
 
-    n_trials: int = MISSING
-    timeout: float | None = MISSING
-    seed: int = MISSING
+    n_trials: int = number(1)
+    timeout: float | None = number(0, exclusive=True)
+    seed: int = number(0, SEED_MAX)
     sampler: str = MISSING
-    n_startup_trials: int = MISSING
-    population_size: int = MISSING
-    silhouette_sample_size: int | None = MISSING
-    bootstraps: int = MISSING
+    n_startup_trials: int = number(0)
+    population_size: int = number(2)
+    silhouette_sample_size: int | None = number(2)
+    bootstraps: int = number(2)
     storage: str = MISSING
     study_name: str | None = MISSING
 
 
 @dataclass
 class ConstraintsConfig:
-    min_segments: int = MISSING
-    max_segments: int = MISSING
-    min_segment_share: float = MISSING
+    min_segments: int = number(2)
+    max_segments: int = number(2)
+    min_segment_share: float = number(0, 1)
 
 
 @dataclass
@@ -152,8 +169,8 @@ class SelectionConfig:
     require: dict[str, float] | None = MISSING
     rule: str = MISSING
     prefer: str = MISSING
-    min_stability: float = MISSING
-    stability_candidates: int = MISSING
+    min_stability: float = number(-1, 1)  # an adjusted Rand index
+    stability_candidates: int = number(1)
 
 
 @dataclass
@@ -167,11 +184,11 @@ class SegmentationConfig:
 
 @dataclass
 class PortraitsConfig:
-    top_features: int = MISSING
-    name_words: int = MISSING
-    min_effect: float = MISSING
-    max_correlation: float = MISSING
-    lean_effect: float = MISSING
+    top_features: int = number(1)
+    name_words: int = number(1)
+    min_effect: float = number(0)
+    max_correlation: float = number(0, 1)
+    lean_effect: float = number(0)
     phrases: Any = MISSING
 
 
@@ -183,8 +200,8 @@ class SegmentConfig:
     clustering: Any = MISSING
     tune: SegmentTuneConfig = field(default_factory=SegmentTuneConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    seed: int = MISSING
-    n_jobs: int = MISSING
+    seed: int = number(0, SEED_MAX)
+    n_jobs: int = number(1)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     portraits: PortraitsConfig = field(default_factory=PortraitsConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
@@ -207,11 +224,19 @@ class PredictConfig:
     output: str | None = MISSING
     model_name: str = MISSING
     alias: str | None = MISSING
-    version: int | None = MISSING
+    version: int | None = number(1)
     reasons: str = MISSING
-    reason_batch_rows: int = MISSING
-    n_jobs: int = MISSING
+    reason_batch_rows: int = number(1)
+    n_jobs: int = number(1)
     segmentation: SegmentLookupConfig = field(default_factory=SegmentLookupConfig)
+
+
+@dataclass
+class LockConfig:
+    """How long a promotion waits for another one of the same model, and when a lock is stale."""
+
+    wait_seconds: float = number(0)
+    lease_seconds: float = number(0, exclusive=True)
 
 
 @dataclass
@@ -222,12 +247,13 @@ class PromoteConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     action: str = MISSING
     model_name: str = MISSING
-    version: int | None = MISSING
+    version: int | None = number(1)
     force: bool = MISSING
     reason: str | None = MISSING
     user: str | None = MISSING
     record_experiment: str = MISSING
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
+    lock: LockConfig = field(default_factory=LockConfig)
     gates: Any = MISSING
 
 
@@ -243,15 +269,15 @@ class ReportConfig:
     alias: str = MISSING
     record_experiment: str = MISSING
     output_dir: str = MISSING
-    seed: int = MISSING
+    seed: int = number(0, SEED_MAX)
     holdout: HoldoutConfig = field(default_factory=HoldoutConfig)
-    permutation_repeats: int = MISSING
-    top_drivers: int = MISSING
-    strong_correlation: float = MISSING
-    target_groups: int = MISSING
-    min_drop: float = MISSING
-    negligible_importance: float = MISSING
-    portrait_features: int = MISSING
+    permutation_repeats: int = number(1)
+    top_drivers: int = number(1)
+    strong_correlation: float = number(0, 1)
+    target_groups: int = number(1)
+    min_drop: float = number(0, 1)
+    negligible_importance: float = number(0)
+    portrait_features: int = number(1)
     patterns: Any = MISSING
     what_if: Any = MISSING
 
@@ -325,9 +351,21 @@ def config_error_message(err: BaseException) -> str:
 FULL_ERROR = "HYDRA_FULL_ERROR"  # "1": Hydra raises errors instead of printing them
 
 
+def mask_saved_config(hydra_cfg) -> None:
+    """Mask credentials in the record Hydra keeps of a run (`<run dir>/.hydra/*.yaml`: the
+    command line as typed and the composed config), written before the task starts."""
+    if not hydra_cfg.output_subdir:
+        return
+    for path in (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"):
+        text = path.read_text()
+        if mask_credentials(text) != text:
+            path.write_text(mask_credentials(text))
+
+
 def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """`@hydra.main` on conf/<config_name>.yaml for the entrypoints, with composition errors (a
-    value of the wrong type, an unknown key) as one `error: ...` line and exit code 2.
+    value of the wrong type, an unknown key) as one `error: ...` line and exit code 2, and the
+    checks the types cannot make (gymchurn.options: bounds, strict booleans) before the task.
 
     Hydra prints them over several lines plus a hint about HYDRA_FULL_ERROR. With its documented
     HYDRA_FULL_ERROR=1 it raises them instead, so that is set while Hydra composes and unset
@@ -341,13 +379,27 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
                               version_base="1.3")(function)
 
         @functools.wraps(task)
+        def checked(cfg: DictConfig) -> Any:
+            from hydra.core.hydra_config import HydraConfig
+
+            from gymchurn.options import check_options
+
+            mask_saved_config(HydraConfig.get())
+            try:
+                check_options(cfg, config_name, HydraConfig.get().overrides.task)
+            except GymchurnError as err:
+                print(f"error: {mask_credentials(str(err))}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            return task(cfg)
+
+        @functools.wraps(task)
         def job(cfg: DictConfig) -> Any:
             os.environ.pop(FULL_ERROR, None)
-            result = task(cfg)
+            result = checked(cfg)
             os.environ[FULL_ERROR] = "1"  # --multirun composes the next job after this one
             return result
 
-        plain, quiet = decorate(task), decorate(job)
+        plain, quiet = decorate(checked), decorate(job)
 
         @functools.wraps(task)
         def main() -> Any:
@@ -359,7 +411,8 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
             try:
                 return quiet()
             except (HydraException, OmegaConfBaseException) as err:
-                print(f"error: {config_error_message(err)}", file=sys.stderr, flush=True)
+                print(f"error: {mask_credentials(config_error_message(err))}", file=sys.stderr,
+                      flush=True)
                 sys.exit(2)
             finally:
                 os.environ.pop(FULL_ERROR, None)

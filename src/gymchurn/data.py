@@ -10,7 +10,6 @@ import csv
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -22,8 +21,10 @@ import pandas as pd
 
 from gymchurn.config import resolve_path
 from gymchurn.errors import GymchurnError
+from gymchurn.outputs import new_beside, write_file
 
 MAX_ROWS_SHOWN = 5
+MAX_COLUMNS_SHOWN = 16
 
 
 # ---------------------------------------------------------------- finding the file
@@ -43,10 +44,9 @@ def fetch_verified(source: str, dest: Path, sha256: str | None, timeout: float =
     The file is kept only if its sha256 matches, so a failed or corrupted fetch leaves nothing.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    tmp = new_beside(dest, "fetch", suffix=".part")  # ordinary permissions, unlike mkstemp's
     try:
-        with os.fdopen(fd, "wb") as out:
+        with open(tmp, "wb") as out:
             if "://" in source:
                 with urllib.request.urlopen(source, timeout=timeout) as resp:
                     shutil.copyfileobj(resp, out)
@@ -106,13 +106,58 @@ def file_type(path: Path, what: str = "input") -> str:
     return kind
 
 
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def _csv_header(path: Path) -> tuple[list[str], str]:
+    """The header's names and the file's delimiter: whichever of `,` `;` tab splits the first
+    line into the most names (`,` on a tie). utf-8-sig: a spreadsheet's "CSV UTF-8" starts with
+    a byte-order mark, which must not become part of the first name."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        line = f.readline()
+        if not line.strip():
+            problem = "the first line is blank" if f.read(1 << 16).strip() else "the file is empty"
+            raise GymchurnError(f"could not read {path} as CSV: {problem}. Expected a header "
+                                "row first, then at least one customer.")
+    split = {d: next(csv.reader([line], delimiter=d)) for d in CSV_DELIMITERS}
+    delimiter = max(CSV_DELIMITERS, key=lambda d: len(split[d]))
+    return split[delimiter], delimiter
+
+
+def _schema_names(names: Sequence[str], schema_columns: Sequence[str], path: Path) -> list[str]:
+    """Column names as the schema spells them: surrounding spaces stripped and schema names
+    matched whatever their letter case (' age' -> 'Age'); a column named twice, before or after
+    that, is refused (which of the two would be the customers' age?)."""
+    by_lower = {str(c).lower(): c for c in schema_columns}
+    renamed = [by_lower.get(str(n).strip().lower(), str(n).strip()) for n in names]
+    sources: dict[str, list[str]] = {}
+    for raw, name in zip(names, renamed, strict=True):
+        sources.setdefault(name, []).append(str(raw))
+    repeated = [
+        f"'{raws[0]}' ({len(raws)} times)" if len(set(raws)) == 1
+        else " and ".join(repr(r) for r in raws) + f" (all read as '{name}')"
+        for name, raws in sources.items() if len(raws) > 1
+    ]
+    if repeated:
+        raise GymchurnError(
+            f"{path} names the same column more than once: {'; '.join(repeated)}. Keep one "
+            "column of each name (column names are compared without surrounding spaces, and "
+            "schema names whatever their letter case)."
+        )
+    return renamed
+
+
 def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV or Parquet table of customers (pyarrow, multi-threaded): the one reader for
     training, scoring and every later command, with one clear error per way it can fail.
 
-    CSV columns outside `schema_columns` (ids, notes) are read as text, so they are carried
-    through exactly as written (an id 007 stays 007); schema columns are inferred and then
-    validated (`validate_customers`).
+    Column names are stripped of surrounding spaces and schema names matched whatever their
+    case; a repeated name is refused. CSV files may start with a byte-order mark and be
+    separated by `,`, `;` or tabs; a `;` file is read with decimal commas (`12,5`), the
+    convention of the spreadsheets that write `;` (other files keep the decimal point, so a
+    `12,5` there is reported as not a number). CSV columns outside `schema_columns` (ids, notes)
+    are read as text, so they are carried through exactly as written (an id 007 stays 007);
+    schema columns are inferred and then validated (`validate_customers`).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -124,43 +169,54 @@ def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.D
         raise GymchurnError(f"file not found: {path}. Check the path.")
     try:
         if kind == "parquet":
-            return pq.read_table(path).to_pandas()
-        with open(path, newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), None)
-        if not header:
-            raise GymchurnError(f"could not read {path} as CSV: the file is empty. Expected a "
-                                "header row and at least one customer.")
-        text = {name: pa.string() for name in header if name not in set(schema_columns)}
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=text))
+            _schema_names(pq.read_schema(path).names, schema_columns, path)  # before reading
+            df = pq.read_table(path).to_pandas()
+            df.columns = _schema_names(list(df.columns), schema_columns, path)
+            return df
+        header, delimiter = _csv_header(path)
+        names = _schema_names(header, schema_columns, path)
+        text = {name: pa.string() for name in names if name not in set(schema_columns)}
+        table = pacsv.read_csv(
+            path,
+            # The names checked above, not the file's own header row again.
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter),
+            convert_options=pacsv.ConvertOptions(
+                column_types=text, decimal_point="," if delimiter == ";" else "."),
+        )
         return table.to_pandas()
-    except (pa.ArrowException, OSError, UnicodeDecodeError, csv.Error) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise GymchurnError(
-            f"could not read {path} as {kind.upper()}: {first_line}. "
-            "Check that the file is a complete table with a header row."
-        ) from err
+    except (UnicodeDecodeError, pa.ArrowInvalid) as err:
+        if isinstance(err, UnicodeDecodeError) or "UTF8" in str(err):
+            raise GymchurnError(
+                f"could not read {path}: it is not UTF-8 text ({str(err).splitlines()[0]}). "
+                "Save it as 'CSV UTF-8' (or Parquet) and try again."
+            ) from err
+        raise _unreadable(path, kind, err) from err
+    except (pa.ArrowException, OSError, csv.Error) as err:
+        raise _unreadable(path, kind, err) from err
+
+
+def _unreadable(path: Path, kind: str, err: Exception) -> GymchurnError:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return GymchurnError(
+        f"could not read {path} as {kind.upper()}: {first_line}. "
+        "Check that the file is a complete table with a header row."
+    )
 
 
 def write_table(table: pd.DataFrame, path: Path) -> None:
     """Write CSV or Parquet to a temp file beside `path`, then rename: readers never see a
-    partial file, and a failed write leaves nothing."""
+    partial file, a failed write leaves nothing, and the file gets ordinary permissions
+    (0666 less the umask). Whether `path` may be replaced is the caller's check
+    (gymchurn.outputs)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     kind = file_type(path, "output")
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        arrow = pa.Table.from_pandas(table, preserve_index=False)
-        if kind == "parquet":
-            pq.write_table(arrow, tmp)
-        else:
-            pacsv.write_csv(arrow, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    write_file(path, lambda tmp: pq.write_table(arrow, tmp) if kind == "parquet"
+               else pacsv.write_csv(arrow, tmp))
 
 
 def table_digest(df: pd.DataFrame) -> str:
@@ -269,6 +325,13 @@ def validate_customers(
         validated = schema.validate(df.reset_index(drop=True), lazy=True)
     except SchemaErrors as err:
         problems = _describe_failures(err.failure_cases)
+        # With the header as read, a wrong separator or misspelt names show at once.
+        found = ", ".join(repr(str(c)[:60] + ("..." if len(str(c)) > 60 else ""))
+                          for c in df.columns[:MAX_COLUMNS_SHOWN])
+        more = f" and {len(df.columns) - MAX_COLUMNS_SHOWN} more" \
+            if len(df.columns) > MAX_COLUMNS_SHOWN else ""
+        problems = [f"{p} The table's {len(df.columns)} column(s) as read: {found}{more}."
+                    if p.startswith("missing column(s)") else p for p in problems]
         raise GymchurnError(
             "the customer table does not match the schema "
             "(row numbers count data rows from 1):\n  - "

@@ -13,7 +13,7 @@ import time
 from omegaconf import DictConfig
 
 from gymchurn.config import hydra_main
-from gymchurn.errors import exit_on_interrupt, exit_on_user_error
+from gymchurn.errors import exit_on_interrupt, exit_on_user_error, interruption_point
 
 SUMMARY_METRICS = ["roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier"]
 
@@ -22,13 +22,15 @@ def run(cfg: DictConfig, printer=print) -> dict:
     """Run one churn experiment; return its run id, metrics, threshold and model version."""
     from gymchurn.churn import fit
     from gymchurn.data import load_customers
-    from gymchurn.tracking import quiet_libraries, record, tracked_run, trial_logging
+    from gymchurn.tracking import quiet_libraries, record, tracked_run
+    from gymchurn.trial_runs import trial_logging
     from gymchurn.tuning import interrupted_note, resume_note
 
     started = time.monotonic()
     quiet_libraries()
     fit.check_config(cfg)
     customers, provenance = load_customers(cfg.data)
+    interruption_point()  # Ctrl-C: safe points between the stages (see errors.py)
     plan = fit.plan(cfg, customers, provenance)
     study = fit.open_churn_study(cfg.tune, plan.study_name)
     printer(f"churn experiment: {cfg.model.name} on '{cfg.features.name}' features, "
@@ -40,6 +42,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     with tracked_run(cfg.tracking, plan.label, plan.tags, on_interrupt=lambda: interrupted_note(study),
                      printer=printer) as run:
         record(plan.record(), run)
+        interruption_point()
         logging = trial_logging(run, cfg.tune.metric) if cfg.tracking.log_trials else None
         result = fit.fit(plan, logging, study)
         logged = record(result.record(cfg.registry, time.monotonic() - started), run)
@@ -65,6 +68,7 @@ def summary_text(summary: dict, cfg: DictConfig, run) -> str:
         line,
         f"tuning     {m['n_trials_complete']} complete, {m['n_trials_pruned']} pruned, "
         f"{m['n_trials_failed']} failed (study {summary['study_name']})",
+        *([f"           {summary['result'].timeout_note}"] if summary["result"].timeout_note else []),
         f"           best trial {int(m['best_trial_number'])}: cv {metric} "
         f"{m[f'best_trial_cv_{metric}']:.4f} ± {m[f'best_trial_cv_{metric}_std']:.4f}",
         f"threshold  {summary['threshold']:.4f}  (rule {cfg.threshold.rule}, "

@@ -3,7 +3,8 @@
 check options -> read the file (gymchurn.data.read_customers) while the libraries import ->
 validate with the training schema -> load the champion -> gymchurn.churn.score (probability,
 flag, risk band, segment, reasons) -> write to a temp file and rename it, so a failed run
-leaves no partial output.
+leaves no partial output. An existing output is replaced only when it is a previous scores
+file (gymchurn.outputs, checked before any work): anyone else's file is left alone.
 
 Columns the model does not use (a customer id, the target if present) are carried through
 untouched; CSV columns outside the schema are read as text so an id like 007 stays 007.
@@ -22,6 +23,15 @@ from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error
 
 
+def check_output(target: Path) -> Path:
+    """A new file, an empty one or a previous scores output (gymchurn.outputs): anything else at
+    that path is someone's data and is left alone."""
+    from gymchurn.outputs import check_file, is_scores_file
+
+    return check_file(target, "output", is_scores_file, "a scores file written by `make predict` "
+               "(its last columns are churn_probability, churn_flag, risk_band, ...)")
+
+
 def check_options(cfg: DictConfig) -> tuple[Path, Path]:
     """Every option a user can get wrong, checked before the model or the data is touched."""
     from gymchurn.data import file_type
@@ -34,11 +44,12 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
         raise GymchurnError(f"input file not found: {source}. Check the path.")
     target = Path(str(cfg.output)).expanduser() if cfg.output else \
         source.with_name(f"{source.stem}_scores{source.suffix}")
+    if target.resolve() == source.resolve():
+        raise GymchurnError(f"output {target} is the input file; choose another output path.")
+    target = check_output(target)
     file_type(target, "output")
     if not target.parent.is_dir():
         raise GymchurnError(f"the output folder {target.parent} does not exist. Create it first.")
-    if target.resolve() == source.resolve():
-        raise GymchurnError(f"output {target} is the input file; choose another output path.")
     if cfg.reasons not in REASON_CHOICES:
         raise GymchurnError(f"reasons={cfg.reasons} is not an option: use one of {REASON_CHOICES}.")
     return source, target
@@ -107,6 +118,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
 
     t = time.monotonic()
     out = scores.table
+    check_output(target_path)  # again: the path may have been taken while the customers were scored
     write_table(out, target_path)
     timings["write"] = time.monotonic() - t
     timings["total"] = time.monotonic() - started

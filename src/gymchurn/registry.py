@@ -1,11 +1,16 @@
 """Registry stage: save pipelines safely, log them as MLflow models, version them with aliases.
 
 Shared by the churn classifier and the segmentation model. Aliases, not stages: a new version
-is the `challenger`; promotion moves `champion` (see DESIGN.md).
+is the `challenger`; promotion moves `champion` (see DESIGN.md), one process at a time per
+model (gymchurn.lifecycle.lock). A logged model carries the data rules it was trained under, so
+the served model checks its input the way `make predict` does (gymchurn.serving).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -20,6 +25,9 @@ from mlflow.tracking import MlflowClient
 from gymchurn.errors import GymchurnError
 
 _ALWAYS_TRUSTED_ROOTS = {"collections"}  # OrderedDict inside LightGBM's sklearn wrapper
+
+
+LOCK_SUFFIX = ".promotion-lock"  # `<model>.promotion-lock`: see gymchurn.lifecycle.lock
 
 
 def pipeline_module_roots(pipeline) -> set[str]:
@@ -84,12 +92,21 @@ def log_pipeline_model(
     """Log `pipeline` as a pyfunc model defined by the file `model_code` (models from code).
 
     `output_example` is what the model returns for `input_example`; with it they make the
-    model's signature.
+    model's signature. `model_config["data_schema"]` (see `data_schema`) is the data rules the
+    served model checks its input with; without it, the rules of the active run's logged
+    config.yaml are used, so the model keeps the rules it was trained under.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.skops"
         trusted = save_pipeline(pipeline, path)
         config = {**model_config, "skops_trusted_types": trusted}
+        if config.get("data_schema") is None:
+            config.pop("data_schema", None)
+            from gymchurn.serving import run_data_schema
+
+            rules = run_data_schema()
+            if rules is not None:
+                config["data_schema"] = rules
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_code),
@@ -126,7 +143,8 @@ def registered_model(name: str):
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise GymchurnError(f"could not read the model registry: {err.message}") from err
-    names = sorted(m.name for m in client.search_registered_models())
+    names = sorted(m.name for m in client.search_registered_models()
+                   if not m.name.endswith(LOCK_SUFFIX))  # a promotion's lock is not a model
     known = ", ".join(names) if names else "none yet (run `make experiment` first)"
     raise GymchurnError(
         f"no registered model named '{name}' in {mlflow.get_tracking_uri()}. "
@@ -196,8 +214,26 @@ def load_version(name: str, version: str | int):
     try:
         return mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError, ImportError) as err:
+        gone = getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+        if gone or isinstance(err, FileNotFoundError):
+            raise GymchurnError(missing_files_message(name, version)) from None
         message = getattr(err, "message", None) or str(err)
         raise GymchurnError(f"could not load {uri}: {message}") from err
+
+
+def missing_files_message(name: str, version: str | int) -> str:
+    """Which version lost its files, where they were, and what to do about it."""
+    client = MlflowClient()
+    try:
+        where = client.get_model_version_download_uri(name, str(version))
+        aliases = client.get_model_version(name, str(version)).aliases or []
+    except Exception:  # noqa: BLE001 - only the message's details depend on it
+        where, aliases = "its artifact location", []
+    shown = "".join(f" @{a}" for a in sorted(aliases))
+    return (f"{name} version {version}{shown} is registered but its model files are gone from "
+            f"{where} (deleted or moved). Restore that folder, or use another version: score "
+            f"with version=N, or make another version champion with `make promote version=N "
+            f"force=true model_name={name}`.")
 
 
 def load_fitted_pipeline(name: str, version: str | int):
@@ -246,16 +282,56 @@ def find_segmentation_model(name: str):
     return load_version(name, version.version), f"{describe_version(version)} ({how})"
 
 
-def open_registry(tracking_cfg: Mapping) -> None:
-    """Point MLflow at the configured store for reading; a local store must already exist
-    (scoring and promotion never create an empty one by accident)."""
+def open_registry(tracking_cfg: Mapping, writable: bool = False) -> None:
+    """Point MLflow at the configured store; a local store must already exist (scoring and
+    promotion never create an empty one by accident), be an intact MLflow database, and be
+    writable when the command writes (`writable`: promotion). Reading needs no write access:
+    SQLite opens a write-protected file read-only, and MLflow writes on opening only into a
+    database without its tables, which `check_sqlite_store` refuses first."""
+    from gymchurn.probe import check_reachable
     from gymchurn.tracking import quiet_libraries, sqlite_path
 
     quiet_libraries()
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        raise GymchurnError(
-            f"no MLflow store at {db}: run `make experiment` first, or set tracking.uri=..."
-        )
+    if db is not None:
+        if not db.exists():
+            raise GymchurnError(
+                f"no MLflow store at {db}: run `make experiment` first, or set tracking.uri=..."
+            )
+        check_sqlite_store(db, writable)
+    else:  # MLflow would retry an absent server for minutes: fail in seconds instead
+        check_reachable(uri, "MLflow tracking server or database",
+                        "Start it, or point tracking.uri= (or MLFLOW_TRACKING_URI) at one that runs.")
     mlflow.set_tracking_uri(uri)
+
+
+def check_sqlite_store(db: Path, writable: bool = False) -> None:
+    """A GymchurnError, before MLflow opens `db`, when it is empty, damaged (truncated,
+    overwritten), not an MLflow store, or read-only while `writable` is needed. MLflow would
+    create its tables in an empty or foreign file, and a damaged one fails deep inside
+    SQLAlchemy. SQLite's quick_check reads the whole file: a few ms per MB."""
+    fix = (f"Restore {db.name} from a backup, or move it away and run `make experiment` to "
+           "start a new store (or set tracking.uri=...)")
+    if not db.is_file() or db.stat().st_size == 0:
+        raise GymchurnError(f"the MLflow store {db} is {'empty' if db.is_file() else 'not a file'}"
+                            f", not an MLflow database. {fix}.")
+    if not os.access(db, os.R_OK):
+        raise GymchurnError(f"the MLflow store {db} cannot be read by this user (permission "
+                            "denied). Ask its owner for read access, or set tracking.uri=...")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+            integrity = con.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as err:
+        raise GymchurnError(f"the MLflow store {db} is damaged or not a database ({err}). "
+                            f"{fix}.") from None
+    if integrity != "ok":
+        raise GymchurnError(f"the MLflow store {db} is damaged ({integrity}). {fix}.")
+    if not {"alembic_version", "registered_models", "runs"} <= tables:
+        raise GymchurnError(f"{db} is an SQLite database but not an MLflow store (no MLflow "
+                            f"tables). Set tracking.uri= to the project's store. {fix}.")
+    if writable and not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):
+        raise GymchurnError(f"the MLflow store {db} is read-only here, and this command writes "
+                            "to it (aliases, tags, a run). Run it as a user who may write to "
+                            f"{db.parent}, or where the store is writable.")

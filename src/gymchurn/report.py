@@ -4,13 +4,13 @@ compose config -> open the registry -> gymchurn.reporting.build (the five sectio
 @champion models and the customer table) -> render into a staging folder (report.html,
 report.md, figures/) -> recorder (a run of `gym-churn-report` with the folder as artifacts)
 -> the output folder replaced in one rename, so a failed run leaves the previous report as it
-was -> one-screen summary.
+was -> one-screen summary. `output_dir` must be new, empty or a previous report (checked before
+any work, gymchurn.outputs): any other folder is refused, never replaced.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,19 +21,22 @@ from gymchurn.errors import exit_on_user_error
 
 
 def run(cfg: DictConfig, printer=print) -> dict:
+    from gymchurn.outputs import check_report_folder, new_beside
+
+    started = time.monotonic()
+    # Before any work (and the seconds of imports): the folder is replaced as a whole, so it
+    # must be new, empty or a previous report.
+    target = check_report_folder(Path(resolve_path(cfg.output_dir)))
     from gymchurn.registry import open_registry
     from gymchurn.reporting.build import build_sections, check_scenarios
     from gymchurn.reporting.render import headline_metrics, replace_folder, write_report
     from gymchurn.tracking import RunRecord, record, tracked_run
 
-    started = time.monotonic()
-    target = Path(resolve_path(cfg.output_dir))
     check_scenarios(cfg)  # a bad what-if is refused before any work
-    open_registry(cfg.tracking)
+    open_registry(cfg.tracking, writable=True)  # the report is recorded as a run
     sections, sources = build_sections(cfg, printer)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    staging.chmod(0o755)  # mkdtemp makes it private; the report is for everyone to read
+    staging = new_beside(target, "new", folder=True)  # ordinary permissions (umask)
     try:
         write_report(sections, sources, staging)
         tags = {"run_type": "report", "classifier_version": str(sources["classifier_version"]),

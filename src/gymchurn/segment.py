@@ -13,20 +13,22 @@ import time
 from omegaconf import DictConfig
 
 from gymchurn.config import hydra_main
-from gymchurn.errors import exit_on_interrupt, exit_on_user_error
+from gymchurn.errors import exit_on_interrupt, exit_on_user_error, interruption_point
 
 
 def run(cfg: DictConfig, printer=print) -> dict:
     """Run one segmentation experiment; return its run id, scores, portraits and model version."""
     from gymchurn.data import load_customers
     from gymchurn.segments import fit
-    from gymchurn.tracking import quiet_libraries, record, tracked_run, trial_logging
+    from gymchurn.tracking import quiet_libraries, record, tracked_run
+    from gymchurn.trial_runs import trial_logging
     from gymchurn.tuning import interrupted_note, resume_note
 
     started = time.monotonic()
     quiet_libraries()
     fit.check_config(cfg)
     customers, provenance = load_customers(cfg.data)
+    interruption_point()  # Ctrl-C: safe points between the stages (see errors.py)
     plan = fit.plan(cfg, customers, provenance)
     study = fit.open_segment_study(cfg.tune, plan.study_name, plan.objectives)
     printer(f"segmentation experiment: {cfg.clustering.name} on {len(customers)} customers, "
@@ -38,6 +40,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     with tracked_run(cfg.tracking, f"segment-{cfg.clustering.name}", plan.tags,
                      on_interrupt=lambda: interrupted_note(study), printer=printer) as run:
         record(plan.record(), run)
+        interruption_point()
         callbacks = [trial_logging(run)()] if cfg.tracking.log_trials else []
         result = fit.fit(plan, callbacks, printer, study)
         logged = record(result.record(cfg.registry, time.monotonic() - started), run)
@@ -69,6 +72,7 @@ def summary_text(summary: dict, cfg: DictConfig, run) -> str:
         f"tuning     {int(m['n_trials_complete'])} complete ({int(m['n_trials_feasible'])} "
         f"feasible), {int(m['n_trials_failed'])} failed; Pareto front "
         f"{int(m['pareto_front_size'])} (study {summary['study_name']})",
+        *([f"           {summary['result'].timeout_note}"] if summary["result"].timeout_note else []),
         f"chosen     trial {summary['chosen_trial']} ({params}): rule {s.rule}, requires {require}, "
         f"prefers {s.prefer}, stability >= {s.min_stability}",
         f"scores     silhouette {m['silhouette']:.3f}  Davies-Bouldin {m['davies_bouldin']:.3f}  "

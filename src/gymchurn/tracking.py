@@ -3,8 +3,9 @@
 Every road (churn, segments, promotion, report) returns a plain result; its `record()` says
 what to log as a `RunRecord` (params, metrics, tags, texts, tables, figures, folders, dataset
 input, model, registry version). `tracked_run` opens the run; `record` logs a RunRecord into
-it; `TrialLogging` gives tuning workers one nested run per trial. Nothing else in the package
-calls MLflow's logging API.
+it; `gymchurn.trial_runs` gives tuning workers one nested run per trial. Nothing else in the
+package calls MLflow's logging API. Every run carries what identifies its process, so a later
+command can close the runs of a process that was killed (`gymchurn.stale_runs`).
 
 One store layout for all: `sqlite:///<root>/mlruns/mlflow.db` with artifacts in
 `<root>/mlruns/artifacts/<experiment>/`. MLflow is imported inside the functions, so commands
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import math
 import os
 import subprocess
 import tempfile
@@ -30,6 +30,8 @@ from urllib.parse import urlparse
 
 from gymchurn.config import PROJECT_ROOT
 from gymchurn.errors import GymchurnError
+from gymchurn.redact import mask_credentials, mask_value
+from gymchurn.stale_runs import close_dead_runs, process_tags
 
 UI_PORT = 5000
 
@@ -90,14 +92,24 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from gymchurn.probe import check_reachable
+
     quiet_libraries()  # importing mlflow resets its loggers to INFO
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
     if db is None and urlparse(uri).scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
         raise GymchurnError(
-            f"tracking.uri '{uri}' is not a tracking store MLflow can use here. Use "
-            "sqlite:///path/mlflow.db or http://host:port of an MLflow server."
+            f"tracking.uri '{mask_credentials(uri)}' is not a tracking store MLflow can use here. "
+            "Use sqlite:///path/mlflow.db or http://host:port of an MLflow server."
         )
+    # MLflow would retry an absent server for minutes: fail in seconds instead.
+    check_reachable(uri, "MLflow tracking server or database",
+                    "Start it, or point tracking.uri= (or MLFLOW_TRACKING_URI) at one that runs; "
+                    "with neither set, the local store mlruns/mlflow.db is used.")
+    if db is not None and db.is_file() and db.stat().st_size:  # a new or empty file is created
+        from gymchurn.registry import check_sqlite_store
+
+        check_sqlite_store(db, writable=True)  # damaged or read-only: one line, not a traceback
     mlflow.set_tracking_uri(uri)
     name = experiment or tracking_cfg["experiment"]
     artifact_root = tracking_cfg.get("artifact_root") or default_artifact_root(uri)
@@ -115,7 +127,8 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
         found = MlflowClient().get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        raise GymchurnError(f"could not open MLflow store '{uri}': {err.message}") from err
+        raise GymchurnError(f"could not open MLflow store '{mask_credentials(uri)}': "
+                            f"{mask_credentials(err.message)}") from err
 
 
 def git_commit() -> str:
@@ -224,9 +237,11 @@ def tracked_run(tracking_cfg: Mapping, run_name: str, tags: Mapping,
     start = time.perf_counter()
     name = experiment or tracking_cfg["experiment"]
     experiment_id = setup_experiment(tracking_cfg, name)
-    tags = {**tags, "git_commit": git_commit()}
+    tags = {**tags, "git_commit": git_commit(), **process_tags()}
+    for note in close_dead_runs(experiment_id):
+        printer(note)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                           tags={k: str(v) for k, v in tags.items()})
+                           tags={k: mask_credentials(str(v)) for k, v in tags.items()})
     context = RunContext(experiment_id, run.info.run_id, name)
     context.add({"store and run": time.perf_counter() - start})
     try:
@@ -245,7 +260,10 @@ def tracked_run(tracking_cfg: Mapping, run_name: str, tags: Mapping,
 
 
 def record(result: RunRecord, context: RunContext | None = None) -> Logged:
-    """Log `result` into the active run; return the model URI, registry version and timings."""
+    """Log `result` into the active run; return the model URI, registry version and timings.
+
+    No interruption point in here: Ctrl-C waits until everything is logged, so a model is never
+    registered without its alias, a run never half-recorded (see errors.py)."""
     import mlflow
 
     logged = Logged()
@@ -255,18 +273,20 @@ def record(result: RunRecord, context: RunContext | None = None) -> Logged:
         logged.seconds[group] = logged.seconds.get(group, 0.0) + clock() - start
 
     start = clock()
+    # Params, tags, texts (the resolved config.yaml) and sources may hold a store URI: its
+    # credentials are masked before anything is stored.
     if result.params:
-        mlflow.log_params(result.params)
+        mlflow.log_params({k: mask_value(v) for k, v in result.params.items()})
     if result.metrics:
         mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
     if result.tags:
-        mlflow.set_tags({k: str(v) for k, v in result.tags.items()})
+        mlflow.set_tags({k: mask_credentials(str(v)) for k, v in result.tags.items()})
     for path, text in result.texts.items():
-        mlflow.log_text(text, path)
+        mlflow.log_text(mask_credentials(text), path)
     if result.dataset is not None:
         d = result.dataset
-        dataset = mlflow.data.from_pandas(d.frame, source=d.source, name=d.name, targets=d.target,
-                                          digest=d.digest[:16])
+        dataset = mlflow.data.from_pandas(d.frame, source=mask_credentials(str(d.source)),
+                                          name=d.name, targets=d.target, digest=d.digest[:16])
         mlflow.log_input(dataset, context=d.context)
     with tempfile.TemporaryDirectory() as tmp:
         for path, table in result.tables.items():
@@ -310,115 +330,6 @@ def record(result: RunRecord, context: RunContext | None = None) -> Logged:
     return logged
 
 
-# ---------------------------------------------------------------- one nested run per trial
-
-
-@dataclass
-class TrialLogging:
-    """Picklable recipe for the per-trial logger, so spawned tuning workers log too."""
-
-    uri: str
-    context: RunContext   # the parent run; in this process its `seconds` gain the loggers' time
-    metric: str | None = None  # the single objective's name; None for multi-objective studies
-
-    def __call__(self) -> TrialRunLogger:
-        import mlflow
-
-        mlflow.set_tracking_uri(self.uri)
-        return TrialRunLogger(self.context.experiment_id, self.context.run_id, self.metric,
-                              self.context)
-
-
-def trial_logging(context: RunContext, metric: str | None = None) -> TrialLogging:
-    import mlflow
-
-    return TrialLogging(mlflow.get_tracking_uri(), context, metric)
-
-
-class TrialRunLogger:
-    """Optuna callback: one nested MLflow run per finished trial (params, scores, state).
-
-    Uses the client API with an explicit parent id, so it also works from worker processes
-    that have no active parent run of their own. A single-objective trial logs its CV score
-    (`cv_<metric>`, its spread and the running mean per fold); a multi-objective trial every
-    score it computed, its constraint values and whether it is feasible.
-    """
-
-    def __init__(self, experiment_id: str, parent_run_id: str, metric: str | None,
-                 context: RunContext | None = None):
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient()
-        self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.metric = metric
-        self.context = context  # where the time spent in MLflow is added up
-
-    def trial_metrics(self, trial) -> dict[str, float | dict[int, float]]:
-        """name -> value, or name -> {step: value} for a series."""
-        from optuna.trial import TrialState
-
-        if self.metric is None:
-            scores = {k: v for k, v in trial.user_attrs.items()
-                      if k != "repeat_of" and isinstance(v, int | float) and not isinstance(v, bool)}
-            scores.update({f"constraint_{k}": v for k, v in trial.constraints.items()})
-            return scores
-        metrics: dict = {}
-        if trial.state == TrialState.COMPLETE:  # a pruned trial's mean is partial
-            metrics[f"cv_{self.metric}"] = trial.value
-        if "cv_std" in trial.user_attrs:
-            metrics[f"cv_{self.metric}_std"] = trial.user_attrs["cv_std"]
-        metrics[f"cv_{self.metric}_running"] = dict(trial.intermediate_values)
-        return metrics
-
-    def trial_tags(self, trial) -> dict[str, str]:
-        from optuna.trial import TrialState
-
-        from gymchurn.tuning import is_feasible
-
-        tags = {k: str(trial.user_attrs[k]) for k in ("error", "repeat_of")
-                if trial.user_attrs.get(k) is not None}
-        if self.metric is None and trial.state == TrialState.COMPLETE:
-            tags["feasible"] = str(is_feasible(trial.constraints)).lower()
-        return tags
-
-    def __call__(self, study, trial) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-        from optuna.trial import TrialState
-
-        started = time.perf_counter()
-        start_ms = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
-        end_ms = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
-        run = self.client.create_run(
-            self.experiment_id,
-            start_time=start_ms,
-            tags={
-                MLFLOW_PARENT_RUN_ID: self.parent_run_id,
-                MLFLOW_RUN_NAME: f"trial-{trial.number:03d}",
-                "optuna.study": study.study_name,
-                "optuna.trial": str(trial.number),
-                "optuna.state": trial.state.name,
-            },
-        )
-        now = end_ms or int(time.time() * 1000)
-        metrics = []
-        for name, value in self.trial_metrics(trial).items():
-            series = value if isinstance(value, dict) else {0: value}
-            metrics += [Metric(name, float(v), now, step) for step, v in series.items()
-                        if v is not None and math.isfinite(v)]
-        self.client.log_batch(
-            run.info.run_id,
-            metrics=metrics,
-            params=[Param(k, str(v)) for k, v in trial.params.items()],
-            tags=[RunTag(k, str(v)) for k, v in self.trial_tags(trial).items()],
-        )
-        status = "FAILED" if trial.state == TrialState.FAIL else "FINISHED"
-        self.client.set_terminated(run.info.run_id, status=status, end_time=end_ms)
-        if self.context is not None:
-            self.context.add({"nested trial runs (one per trial)": time.perf_counter() - started})
-
-
 # ---------------------------------------------------------------- summaries
 
 
@@ -428,7 +339,11 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
 
     uri = mlflow.get_tracking_uri()
     if uri.startswith("http"):
-        return [f"open:   {uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"]
+        # Without its user info: the browser asks for the password rather than show it.
+        scheme, _, rest = uri.partition("://")
+        host, slash, path = rest.partition("/")
+        link = mask_credentials(f"{scheme}://{host.rpartition('@')[2]}{slash}{path}")
+        return [f"open:   {link.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"]
     return [
         "open:   make ui   (MLflow UI on this store), then",
         f"        http://127.0.0.1:{UI_PORT}/#/experiments/{experiment_id}/runs/{run_id}",

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import GymchurnError, interruption_point
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
@@ -56,7 +58,7 @@ def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
 
     def objective(trial: optuna.Trial):
         try:
-            return evaluate(trial)
+            value = evaluate(trial)
         except optuna.TrialPruned:
             raise
         except KeyboardInterrupt:
@@ -65,6 +67,11 @@ def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
             raise
+        # Optuna fails a trial whose value is not a number, without a reason: give it one.
+        values = value if isinstance(value, list | tuple) else [value]
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            trial.set_user_attr("error", f"the objective returned {value!r}, not a finite number")
+        return value
 
     return objective
 
@@ -90,11 +97,13 @@ def study_name(parts: Sequence, digest: str, searched: Mapping | None = None,
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (SQLite, PostgreSQL, ...) shared safely by several workers."""
+    from gymchurn.probe import sql_connect_args
     from gymchurn.tracking import sqlite_init_lock, sqlite_path
 
     db = sqlite_path(url)
     # Several workers write to one SQLite file: wait for its lock instead of failing at once.
-    engine_kwargs = {"connect_args": {"timeout": 60}} if db else {}
+    # A database server that does not answer fails in seconds, not minutes.
+    engine_kwargs = {"connect_args": {"timeout": 60} if db else sql_connect_args(url)}
     with warnings.catch_warnings(), sqlite_init_lock(db):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # Heartbeats let a rerun mark a killed worker's RUNNING trial as failed.
@@ -104,12 +113,25 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         )
 
 
+def resume_seed(seed: int, n_trials: int) -> int:
+    """The sampler's seed for a study that already holds `n_trials` trials.
+
+    A new study keeps `seed` (a rerun reproduces it); a resumed one gets a seed derived from
+    `seed` and its trial count, so its sampler does not replay the first trials' parameters
+    (seen: trials 5-9 of a resumed study repeated trials 0-4) and is still reproducible.
+    """
+    if n_trials == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, n_trials]).generate_state(1)[0])
+
+
 def open_study(storage: str, name: str, directions: Sequence[str],
-               sampler: optuna.samplers.BaseSampler,
+               sampler: Callable[[int], optuna.samplers.BaseSampler], seed: int,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study in its storage, or load it if it exists (that is how runs resume).
 
-    One direction is a single-objective study, several a multi-objective one.
+    One direction is a single-objective study, several a multi-objective one. `sampler(seed)`
+    makes the sampler; a resumed study's is seeded with `resume_seed`.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -117,13 +139,18 @@ def open_study(storage: str, name: str, directions: Sequence[str],
     try:
         study = optuna.create_study(
             storage=open_storage(str(storage)), study_name=name, directions=directions,
-            sampler=sampler, pruner=pruner, load_if_exists=True,
+            sampler=sampler(seed), pruner=pruner, load_if_exists=True,
         )
+        n_trials = len(study.get_trials(deepcopy=False))
+        if n_trials:
+            study.sampler = sampler(resume_seed(seed, n_trials))
     except (ValueError, ImportError, SQLAlchemyError) as err:
-        raise GymchurnError(
-            f"could not open the Optuna storage '{storage}': {err}. "
+        from gymchurn.redact import mask_credentials
+
+        raise GymchurnError(mask_credentials(
+            f"could not open the Optuna storage '{storage}': {' '.join(str(err).split())}. "
             "Set tune.storage= to a SQLAlchemy URL such as sqlite:///path/optuna.db."
-        ) from err
+        )) from err
     found = [d.name.lower() for d in study.directions]
     if found != directions:
         raise GymchurnError(
@@ -137,9 +164,13 @@ def open_study(storage: str, name: str, directions: Sequence[str],
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards tune.n_trials: complete, pruned or failed, not interrupted."""
+    """Trials that count towards tune.n_trials: complete, pruned, or failed with a reason.
+
+    Not counted: a trial stopped by Ctrl-C/SIGTERM (`interrupted`), nor one Optuna failed
+    because its process died (SIGKILL, power loss: its heartbeat stopped; it has no reason).
+    """
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
-            if not t.user_attrs.get("interrupted")]
+            if t.state != TrialState.FAIL or "error" in t.user_attrs]
 
 
 def is_feasible(constraints: Mapping[str, float]) -> bool:
@@ -232,11 +263,14 @@ def run_trials(
         if len(finished_trials(study)) >= n_total:
             study.stop()
 
+    def stop_if_interrupted(study, trial):  # between trials: nothing is half-written
+        interruption_point()
+
     study.optimize(
         objective,
         n_trials=remaining,
         timeout=timeout,
-        callbacks=[count_this_call, *callbacks, stop_at_total],
+        callbacks=[count_this_call, *callbacks, stop_at_total, stop_if_interrupted],
         catch=(Exception,),
         gc_after_trial=False,
     )
@@ -269,6 +303,14 @@ def resume_note(study: optuna.Study, n_total: int) -> str | None:
     if not already:
         return None
     return f"resuming study '{study.study_name}': {already} of {n_total} trials already finished"
+
+
+def timeout_note(study: optuna.Study, n_total: int, timeout: float | None) -> str | None:
+    """The sentence saying tune.timeout cut the study short, or None when it did not."""
+    done = len(finished_trials(study))
+    if timeout is None or done >= n_total:
+        return None
+    return f"tune.timeout={timeout:g} s stopped tuning after {done} of {n_total} trials"
 
 
 def interrupted_note(study: optuna.Study) -> str:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from gymchurn.config import PROJECT_ROOT
+from gymchurn.errors import GymchurnError
 
 BENCH = PROJECT_ROOT / "benchmarks" / "bench.py"  # a script outside the package: run as one
 
@@ -73,3 +74,38 @@ def test_import_times_compare_our_modules_with_the_libraries_alone():
     assert 0 < row["libraries"]["median"] and 0 < row["run"]["median"]
     table = "\n".join(imports.markdown(measured, 1))
     assert re.search(rf"\| config \| {NUMBER} s \| {NUMBER} s \| {NUMBER} s \| {NUMBER}× \| .*hydra", table)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import bench
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return bench
+
+
+def test_the_committed_record_may_be_replaced_by_the_next_run(bench):
+    record = PROJECT_ROOT / "experiments" / "benchmarks.md"
+    assert bench.check_output(record) == record
+
+
+def test_a_foreign_output_is_refused_before_any_work(bench, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "README.md"
+    output.write_text("# My notes\n\nnot a benchmark record\n")
+
+    def first_work():
+        raise AssertionError("the benchmark started before --output was checked")
+
+    monkeypatch.setattr(bench, "machine", first_work)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--quick", "--output", str(output)])
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the --output {output} already exists and is not a benchmark "
+                          "record written by benchmarks/bench.py"), err
+    assert output.read_text() == "# My notes\n\nnot a benchmark record\n"
+    with pytest.raises(GymchurnError, match="is an existing folder, not a file"):
+        bench.check_output(tmp_path)

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from gymchurn import experiment
 from gymchurn.churn.leaderboard import leaderboard
+from gymchurn.config import compose_config
 
 EXPECTED_METRICS = [
     f"{prefix}_{m}"
@@ -120,13 +121,26 @@ def test_bad_config_value_names_the_key(store_overrides):
     assert done.returncode == 2 and "split.test_size" in done.stderr
 
 
-def test_run_returns_plain_values(small_cfg):
+def test_run_returns_plain_values_and_reports_a_timeout_cut(small_cfg):
     result = experiment.run(small_cfg)
     assert 0 < result["threshold"] < 1
     assert set(result["test_metrics"]) == {"accuracy", "precision", "recall", "f1", "roc_auc",
                                            "pr_auc", "log_loss", "brier"}
     assert result["test_metrics"]["roc_auc"] > 0.8  # synthetic churn is learnable
     assert str(result["model_version"]) == "1"
+    assert result["result"].timeout_note is None
+
+    # The default budget is a trial count: the same command and seed give the same study on a
+    # busy machine as on a quiet one. A timeout the user sets is reported when it cuts.
+    assert compose_config().tune.timeout is None
+    assert compose_config("segment").tune.timeout is None
+    small_cfg.tune.n_trials, small_cfg.tune.timeout = 5, 1e-6  # resumes, then stops at once
+    lines = []
+    result = experiment.run(small_cfg, printer=lines.append)
+    note = "tune.timeout=1e-06 s stopped tuning after 2 of 5 trials"
+    assert result["result"].timeout_note == note and note in lines[-1]
+    run = MlflowClient(small_cfg.tracking.uri).get_run(result["run_id"])
+    assert run.data.tags["tuning_cut_short"] == note
 
 
 def test_churn_study_direction_follows_the_tuned_metric(tmp_path):
@@ -183,3 +197,18 @@ def test_compare_rejects_an_unknown_family(tmp_path, store_overrides):
     assert done.returncode != 0
     assert "nope" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "mlflow.db").exists()  # refused before any job ran
+
+
+def test_compare_replaces_only_a_previous_leaderboard(tmp_path):
+    from gymchurn.churn.leaderboard import HEADER, LeaderboardWriter, check_leaderboard_file
+    from gymchurn.errors import GymchurnError
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("# my notes\n")
+    with pytest.raises(GymchurnError, match="notes.md.*leaderboard written by `make compare`"):
+        LeaderboardWriter(str(notes)).on_multirun_start(config=None)  # before the sweep runs
+    assert notes.read_text() == "# my notes\n"
+    previous = tmp_path / "board.md"
+    previous.write_text(f"{HEADER}\n## old\n")
+    assert check_leaderboard_file(previous) == previous
+    assert check_leaderboard_file(tmp_path / "new.md") == tmp_path / "new.md"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from gymchurn import experiment
 from gymchurn.config import compose_config
+from gymchurn.errors import install_interrupt_handlers
+from gymchurn.tuning import finished_trials
 
 from .test_experiment import parent_and_children, run_entrypoint
 
@@ -75,6 +78,46 @@ def test_interrupted_run_is_killed_and_the_rerun_resumes(tmp_path, store_overrid
         states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                 optuna.trial.TrialState.FAIL))
     assert len(finished) >= 6
+
+
+@pytest.mark.slow
+def test_sigterm_while_extra_workers_start_stops_them_cleanly(small_cfg, monkeypatch):
+    """The signal lands inside Process.start() of the second worker (the reported traceback:
+    the interrupt cut start() in half and the cleanup then failed on the unstarted process)."""
+    import multiprocessing.process
+
+    from gymchurn.churn import fit
+    from gymchurn.data import load_customers
+
+    small_cfg.workers, small_cfg.tune.n_trials = 3, 50
+    customers, provenance = load_customers(small_cfg.data)
+    plan = fit.plan(small_cfg, customers, provenance)
+    started = []
+    real_start = multiprocessing.process.BaseProcess.start
+
+    def start_with_a_signal(process):
+        if not started:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler runs here: inside start()
+        real_start(process)
+        started.append(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_with_a_signal)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    install_interrupt_handlers()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit.tune(plan, study=fit.open_churn_study(small_cfg.tune, plan.study_name))
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert len(started) == 2  # both extra workers were started, then stopped
+    assert all(p.exitcode is not None for p in started)
+    assert finished_trials(study_of_cfg(small_cfg, plan.study_name)) == []
+
+
+def study_of_cfg(cfg, name):
+    return optuna.load_study(study_name=name, storage=cfg.tune.storage)
 
 
 @pytest.mark.slow

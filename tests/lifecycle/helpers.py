@@ -153,3 +153,40 @@ def assert_no_partial_files(folder: Path) -> None:
     leftovers = [p.name for p in folder.iterdir() if p.name.endswith(".part")]
     assert not leftovers, leftovers
 
+
+
+def lose_model_files(db: Path, name: str, version: int, where: Path) -> None:
+    """In a copied store, point a version's model files at `where`, a folder that does not
+    exist: the registry as a user leaves it after deleting or moving an artifacts folder."""
+    import sqlite3
+
+    with sqlite3.connect(db) as con:
+        (source,) = con.execute("SELECT source FROM model_versions WHERE name = ? AND version = ?",
+                                (name, version)).fetchone()
+        model_id = source.rsplit("/", 1)[-1]  # models:/m-...: the logged model holding the files
+        con.execute("UPDATE logged_models SET artifact_location = ? WHERE model_id = ?",
+                    (where.as_uri(), model_id))
+        con.execute("UPDATE model_versions SET storage_location = ? WHERE name = ? AND version = ?",
+                    (where.as_uri(), name, version))
+
+
+ALIASES = ("champion", "previous-champion")
+
+
+def assert_decisions_match_aliases(start: dict, final: dict) -> list:
+    """Replay the FINISHED decision runs of gym-churn-promotion in the order they ran: each saw
+    the aliases the one before left (`before.*` tags), and the last left the final aliases
+    (`after.*`). Returns the runs."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("gym-churn-promotion")
+    runs = sorted(client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'"),
+                  key=lambda r: r.info.start_time)
+    state = {a: start.get(a, "none") for a in ALIASES}
+    for decision in runs:
+        tags = decision.data.tags
+        seen = {a: tags[f"before.{a}"] for a in ALIASES}
+        assert seen == state, (tags["decision"], tags["candidate_version"], seen, state)
+        assert tags["champion_version"] == state["champion"]
+        state = {a: tags[f"after.{a}"] for a in ALIASES}
+    assert state == {a: final.get(a, "none") for a in ALIASES}
+    return runs

@@ -3,6 +3,10 @@ would give it (see tests/lifecycle/helpers.py for the registered versions)."""
 
 from __future__ import annotations
 
+import csv
+import os
+import re
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -10,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from gymchurn.config import compose_config
+from gymchurn.errors import GymchurnError
 from gymchurn.predict import run as run_predict
 from gymchurn.registry import load_fitted_pipeline
 from tests.lifecycle.helpers import (
@@ -160,3 +165,165 @@ def test_bad_input_gets_one_message_no_output_and_no_registry_change(store, tmp_
     assert list(outputs.iterdir()) == []  # no output, not even a partial temp file
     assert_no_partial_files(inputs)
     assert registry_snapshot(uri) == before
+
+
+# ---------------------------------------------------------------- files as people make them, outputs
+
+
+def test_spreadsheet_csv_with_a_byte_order_mark_gives_back_ids_byte_for_byte(store, tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM; the id column comes first, so the BOM sits on its
+    name: 007 must still come back as 007 (not 7) in the scores, and so must 1e3 or 1.50."""
+    customers = new_customers(12)
+    ids = ["007", "0042", "1e3", "00", "-0", "1.50", "+7", "000", "010", "1E2", "0.0", "08"]
+    customers["customer_id"] = ids
+    source = tmp_path / "new.csv"
+    customers.to_csv(source, index=False, encoding="utf-8-sig")
+    assert source.read_bytes()[:3] == b"\xef\xbb\xbf"
+    predict(store, f"input={source}", f"output={tmp_path / 'scores.csv'}", "reasons=none")
+
+    with open(tmp_path / "scores.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:2] == ["customer_id", "churn_probability"]
+    assert [row[0] for row in rows[1:]] == ids
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)  # stricter than the usual 022, so ordinary and fixed modes differ
+    yield 0o027
+    os.umask(old)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_previous_scores_file_is_replaced_with_ordinary_permissions(store, tmp_path, umask_027,
+                                                                      suffix):
+    new_customers(20).to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / f"scores{suffix}"
+    predict(store, f"input={tmp_path / 'new.csv'}", f"output={output}", "reasons=none")
+    first = output.read_bytes()
+    predict(store, f"input={tmp_path / 'new.csv'}", f"output={output}", "reasons=all")
+    assert output.read_bytes() != first
+    read = pd.read_csv if suffix == ".csv" else pd.read_parquet
+    assert list(read(output).columns)[-3:] == ["reason_1", "reason_2", "reason_3"]
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask_027
+    assert_no_partial_files(tmp_path)
+
+
+def test_an_output_that_is_not_a_previous_scores_file_is_refused_before_any_work(store, tmp_path):
+    new_customers(10).to_csv(tmp_path / "new.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")  # unreadable input: the output is refused first
+    (tmp_path / "members.csv").write_text("customer_id,name\n007,Ann\n")
+    (tmp_path / "new_scores.csv").write_text("customer_id,churn_probability,notes\n007,0.5,x\n")
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "link.csv").symlink_to(tmp_path / "members.csv")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    cases = [
+        ([f"input={tmp_path / 'empty.csv'}", f"output={tmp_path / 'members.csv'}"],
+         "members.csv already exists and is not a scores file written by `make predict`"),
+        ([f"input={tmp_path / 'new.csv'}"],  # the default output: new_scores.csv, not ours
+         "new_scores.csv already exists and is not a scores file"),
+        ([f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'folder.csv'}"],
+         "folder.csv is an existing folder, not a file"),
+        ([f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'link.csv'}"],
+         "link.csv is a symbolic link"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(GymchurnError, match=re.escape(message)):
+            predict(store, *overrides)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert list((tmp_path / "folder.csv").iterdir()) == []
+
+
+def test_a_file_that_appears_at_the_output_while_scoring_is_kept(store, tmp_path):
+    new_customers(10).to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / "scores.csv"
+
+    def printer(line):  # someone saves their own file there while the customers are scored
+        if line.startswith("scored:"):
+            output.write_text("customer_id,phone\n007,555-0100\n")
+
+    cfg = compose_config("predict", overrides=[*store, f"input={tmp_path / 'new.csv'}",
+                                               f"output={output}", "reasons=none"])
+    with pytest.raises(GymchurnError, match="already exists and is not a scores file"):
+        run_predict(cfg, printer=printer)
+    assert output.read_text() == "customer_id,phone\n007,555-0100\n"
+    assert_no_partial_files(tmp_path)
+
+
+# ---------------------------------------------------------------- the store as a user may leave it
+
+
+def test_scoring_with_a_champion_whose_files_are_gone_names_the_version(store, tmp_path):
+    from tests.lifecycle.helpers import lose_model_files
+
+    lose_model_files(tmp_path / "store" / "mlflow.db", CLASSIFIER, 1, tmp_path / "deleted")
+    new_customers(10).to_csv(tmp_path / "new.csv", index=False)
+    with pytest.raises(GymchurnError) as info:
+        predict(store, f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'scores.csv'}")
+    message = str(info.value)
+    assert f"{CLASSIFIER} version 1 @champion is registered but its model files are gone" in message
+    assert (tmp_path / "deleted").as_uri() in message and "score with version=N" in message
+    assert "No such artifact" not in message and not (tmp_path / "scores.csv").exists()
+    result, _ = predict(store, f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'scores.csv'}",
+                        "version=2")  # the fix the message gives
+    assert str(result["version"]) == "2" and (tmp_path / "scores.csv").exists()
+
+
+def as_user_without_write_access(args: list[str], cwd):
+    """Run a command that may not write to files and folders without write permission: root may,
+    whatever the modes, so as root it runs without the capabilities that allow it."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and setpriv (util-linux) is not installed")
+        args = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *args]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.mark.slow
+def test_scoring_reads_a_read_only_store_and_promotion_says_it_cannot_write(store, tmp_path):
+    import sys
+
+    folder, out = tmp_path / "store", tmp_path / "out"
+    db = folder / "mlflow.db"
+    out.mkdir()
+    new_customers(20).to_csv(out / "new.csv", index=False)
+    before = db.read_bytes()
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        scored = as_user_without_write_access(
+            [sys.executable, "-m", "gymchurn.predict", *store, f"input={out / 'new.csv'}",
+             f"output={out / 'scores.csv'}", "reasons=none"], cwd=out)
+        promoted = as_user_without_write_access(
+            [sys.executable, "-m", "gymchurn.promote", *store, "version=2", "force=true"], cwd=out)
+    finally:
+        folder.chmod(0o755)
+        db.chmod(0o644)
+    assert scored.returncode == 0, scored.stderr
+    assert len(pd.read_csv(out / "scores.csv")) == 20
+    assert promoted.returncode == 2, promoted.stdout + promoted.stderr
+    assert promoted.stderr == (
+        f"error: the MLflow store {db} is read-only here, and this command writes to it (aliases, "
+        f"tags, a run). Run it as a user who may write to {folder}, or where the store is "
+        "writable.\n")
+    assert db.read_bytes() == before  # neither command changed the store
+
+
+@pytest.mark.slow
+def test_scoring_with_a_truncated_store_is_one_line_without_a_traceback(store, tmp_path):
+    db = tmp_path / "store" / "mlflow.db"
+    with open(db, "r+b") as f:  # a copy that stopped half-way
+        f.truncate(db.stat().st_size // 2)
+    new_customers(5).to_csv(tmp_path / "new.csv", index=False)
+    [done] = run_modules("gymchurn.predict", [[*store, f"input={tmp_path / 'new.csv'}",
+                                               f"output={tmp_path / 'scores.csv'}"]])
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"error: the MLflow store {db} is damaged or not a database (database disk image is "
+        "malformed). Restore mlflow.db from a backup, or move it away and run `make experiment` "
+        "to start a new store (or set tracking.uri=...).\n")
+    assert not (tmp_path / "scores.csv").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -16,7 +18,10 @@ from gymchurn.registry import load_fitted_pipeline
 from tests.lifecycle.helpers import (
     CLASSIFIER,
     SEGMENTATION,
+    assert_decisions_match_aliases,
     copy_store,
+    free_port,
+    lose_model_files,
     register_segmentation,
     registry_snapshot,
     run_modules,
@@ -186,3 +191,115 @@ def test_promote_without_a_challenger_names_the_aliases(store):
     MlflowClient().delete_registered_model_alias(CLASSIFIER, "challenger")
     with pytest.raises(GymchurnError, match="no version with alias @challenger"):
         promote(store)
+
+
+# ---------------------------------------------------------------- two users, two terminals
+
+
+def start_aliases(**pairs) -> dict:
+    set_aliases(**pairs)
+    return aliases()
+
+
+def check_concurrent_runs(done, uri: str, start: dict) -> None:
+    """Every process succeeded in one piece, and every decision it printed is a FINISHED run
+    that matches the final aliases; the lock is gone."""
+    for result in done:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    mlflow.set_tracking_uri(uri)
+    final = aliases()
+    runs = assert_decisions_match_aliases(start, final)
+    printed = [line.split(" run ")[1].split()[0] for r in done for line in r.stdout.splitlines()
+               if line.startswith("recorded:")]
+    assert sorted(printed) == sorted(r.info.run_id for r in runs)  # none lost, none extra
+    assert len(runs) >= len(done) - 1  # at most one found nothing to do
+    names = [m.name for m in MlflowClient().search_registered_models()]
+    assert not [n for n in names if n.endswith(".promotion-lock")]
+
+
+@pytest.mark.slow
+def test_promotions_and_a_rollback_at_once_keep_every_decision(store):
+    # The issue: two forced promotions started together both said so, one was lost and
+    # @previous-champion pointed at the wrong version.
+    start = start_aliases(champion=1, previous_champion=2)
+    done = run_modules("gymchurn.promote", [
+        [*store, "version=2", "force=true", "user=alice"],
+        [*store, "version=3", "force=true", "user=bob"],
+        [*store, "action=rollback", "user=carol"],
+    ])
+    check_concurrent_runs(done, store[-1].split("=", 1)[1], start)
+
+
+@pytest.mark.slow
+def test_promotions_at_once_through_a_tracking_server(store, tmp_path):
+    from tests.lifecycle.test_serve import BIN, running
+
+    start = start_aliases(champion=1)
+    port = free_port()
+    server = [str(BIN / "mlflow"), "server", "--backend-store-uri", store[-1].split("=", 1)[1],
+              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+              "--port", str(port), "--workers", "2"]
+    with running(server, port, tmp_path / "server.log") as url:
+        via_server = [*store[:-1], f"tracking.uri={url}"]
+        done = run_modules("gymchurn.promote", [
+            [*via_server, "version=2", "force=true", "user=alice"],
+            [*via_server, "version=3", "force=true", "user=bob"],
+        ])
+        check_concurrent_runs(done, url, start)
+        assert {aliases()["champion"], aliases()["previous-champion"]} == {"2", "3"}
+
+
+def hold_lock(expires_in: float, holder: str = "dana@elsewhere pid 42") -> None:
+    now = time.time()
+    MlflowClient().create_registered_model(f"{CLASSIFIER}.promotion-lock", tags={
+        "token": "someone-else", "holder": holder, "since": f"{now:.3f}",
+        "expires": f"{now + expires_in:.3f}"})
+
+
+def test_a_held_lock_makes_promotion_wait_then_fail_naming_the_holder(store):
+    before = registry_snapshot(store[-1].split("=", 1)[1])
+    hold_lock(expires_in=600)
+    started = time.monotonic()
+    with pytest.raises(GymchurnError) as info:
+        promote(store, "version=2", "force=true", "lock.wait_seconds=1")
+    assert time.monotonic() - started >= 1
+    message = str(info.value)
+    assert "another promotion or rollback of gym-churn-classifier is running" in message
+    assert "dana@elsewhere pid 42" in message and "lock.wait_seconds" in message
+    with pytest.raises(GymchurnError, match="dana@elsewhere"):
+        promote(store, "action=rollback", "lock.wait_seconds=0")
+    after = registry_snapshot(store[-1].split("=", 1)[1])
+    assert after.pop(f"{CLASSIFIER}.promotion-lock")  # still the other holder's
+    assert after == before and promotion_runs() == []
+    # The lock is not a model a user can pick.
+    with pytest.raises(GymchurnError) as info:
+        promote(store, "model_name=nope")
+    assert "promotion-lock" not in str(info.value)
+
+
+def test_a_stale_lock_of_a_dead_process_is_broken(store):
+    hold_lock(expires_in=-1)
+    result, out = promote(store, "version=2", "force=true", "lock.wait_seconds=0")
+    assert result["decision"] == "forced" and aliases()["champion"] == "2"
+    assert "breaking the stale promotion lock" in out and "dana@elsewhere" in out
+    names = [m.name for m in MlflowClient().search_registered_models()]
+    assert names == [CLASSIFIER]
+
+
+# ---------------------------------------------------------------- a champion whose files are gone
+
+
+def test_a_champion_without_model_files_gets_one_message_naming_it(store, tmp_path):
+    set_aliases(champion=1)
+    lose_model_files(tmp_path / "mlflow.db", CLASSIFIER, 1, tmp_path / "deleted")
+    # v3 was evaluated on another holdout: both are re-scored, which needs v1's files.
+    with pytest.raises(GymchurnError) as info:
+        promote(store)
+    message = str(info.value)
+    assert f"{CLASSIFIER} version 1 @champion is registered but its model files are gone" in message
+    assert (tmp_path / "deleted").as_uri() in message and "version=N force=true" in message
+    assert "No such artifact" not in message
+    assert aliases()["champion"] == "1"
+    result, _ = promote(store, "version=3", "force=true")  # the fix the message gives
+    assert result["decision"] == "forced" and aliases()["champion"] == "3"

@@ -140,3 +140,38 @@ def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
             "name": CLASSIFIER, "alias": "champion"}).json()["model_version"]
         assert champion["version"] == "1"
         assert champion["run_id"] in {r["info"]["run_id"] for r in found}
+
+
+# The issue's requests (one broken value each), with the column and rule the answer must name.
+INVALID_REQUESTS = [
+    ("gender", 7, "column 'gender': rule 'isin([0, 1])'"),
+    ("Contract_period", 5, "column 'Contract_period': rule 'isin([1, 3, 6, 12])'"),
+    ("Age", 200, "column 'Age': rule 'in_range(14, 100)'"),
+    ("Month_to_end_contract", -2, "column 'Month_to_end_contract': rule 'in_range(1, 12)'"),
+    ("Lifetime", -1, "column 'Lifetime': rule 'in_range(0, 600)'"),
+    ("Avg_additional_charges_total", -50.0, "column 'Avg_additional_charges_total': rule 'in_range"),
+    ("Age", None, "column 'Age': rule 'no missing values'"),
+]
+
+
+def test_served_champion_refuses_what_make_predict_refuses(store, tmp_path):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store[-1].split("=", 1)[1],
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{CLASSIFIER}@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    rows = new_customers(3)[SCHEMA_ORDER[:-1]].astype("float64")
+    with running(serve, port, tmp_path / "serve.log", env) as url:
+        for column, value, message in INVALID_REQUESTS:
+            data = rows.astype(object).to_numpy().tolist()
+            data[1][list(rows.columns).index(column)] = value  # the second customer
+            response = request("POST", f"{url}/invocations", json={
+                "dataframe_split": {"columns": list(rows.columns), "data": data}})
+            assert response.status_code == 400, (column, value, response.text)
+            error = response.json()
+            assert error["error_code"] == "INVALID_PARAMETER_VALUE", error
+            assert message in error["message"] and "rows 2" in error["message"], error["message"]
+            assert "Traceback" not in response.text
+        fine = request("POST", f"{url}/invocations", json={"dataframe_split": {
+            "columns": list(rows.columns), "data": rows.to_numpy().tolist()}})
+        assert fine.status_code == 200 and len(fine.json()["predictions"]) == 3

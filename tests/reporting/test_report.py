@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 import subprocess
+import sys
 import time
 from html.parser import HTMLParser
 
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from gymchurn import report as report_command
 from gymchurn.config import compose_config
 from gymchurn.errors import GymchurnError
+from gymchurn.outputs import REPORT_MARKER, REPORT_MARKER_TEXT
 from gymchurn.tracking import setup_experiment
 from tests.lifecycle.helpers import (
     CLASSIFIER,
@@ -32,6 +34,7 @@ from tests.lifecycle.helpers import (
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+UMASK = 0o027
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,17 @@ def report(tmp_path_factory):
     customers = pd.read_csv(root / "customers.csv")
     register_segmentation(customers, 3, {"clustered_columns": "Lifetime,Contract_period"})
     mlflow.set_tracking_uri(None)
+    # A report as written before the marker existed (experiments/retention-strategy/ as
+    # committed): the report must recognise it as its own and replace it.
     out = folder / "out"
-    result = run_module("gymchurn.report", *overrides, f"output_dir={out}", "permutation_repeats=2")
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "old_figure.png").write_bytes(b"\x89PNG old")
+    (out / "report.html").write_text("<html>old report</html>")
+    (out / "report.md").write_text("# old report")
+    # umask 027, not the usual 022: files must get 0666 & ~umask like any new file.
+    result = subprocess.run([sys.executable, "-m", "gymchurn.report", *overrides,
+                             f"output_dir={out}", "permutation_repeats=2"],
+                            capture_output=True, text=True, timeout=900, umask=UMASK)
     return {"result": result, "out": out, "uri": uri}
 
 
@@ -66,6 +78,11 @@ def test_report_writes_html_markdown_figures_and_an_mlflow_run(report):
     files = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
     assert linked == files and len(files) >= 10
     assert not list(out.parent.glob(".out.*"))  # no staging folder left behind
+    assert not (out / "figures" / "old_figure.png").exists()  # the previous report replaced
+    assert (out / REPORT_MARKER).read_text() == REPORT_MARKER_TEXT  # the next run may replace it
+    assert out.stat().st_mode & 0o777 == 0o777 & ~UMASK == (out / "figures").stat().st_mode & 0o777
+    for path in [out / "report.html", out / "report.md", *(out / "figures").iterdir()]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~UMASK, path
 
     mlflow.set_tracking_uri(report["uri"])
     runs = mlflow.search_runs(experiment_names=["gym-churn-report"], output_format="list")
@@ -125,6 +142,28 @@ def test_html_is_well_formed_and_self_contained(report):
         png = base64.b64decode(src.split(",", 1)[1])
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "http://" not in html and "https://" not in html
+
+
+def test_a_folder_that_is_not_a_report_is_refused_before_any_work(tmp_path):
+    """`make report args="output_dir=mlruns"` once replaced the MLflow store and the Optuna
+    study with the report: the store's folder is refused, exit 2, and left exactly as it was."""
+    store = tmp_path / "mlruns"
+    (store / "artifacts" / "1").mkdir(parents=True)
+    (store / "artifacts" / "1" / "model.skops").write_bytes(b"weights")
+    (store / "mlflow.db").write_bytes(b"SQLite format 3\0 the runs")
+    (store / "optuna.db").write_bytes(b"SQLite format 3\0 a study")
+    before = {str(p.relative_to(store)): p.read_bytes() if p.is_file() else None
+              for p in store.rglob("*")}
+    done = run_module("gymchurn.report", f"tracking.uri=sqlite:///{tmp_path}/other.db",
+                      f"output_dir={store}")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith(f"error: the output_dir {store} is a folder that is not a "
+                                  "previous report"), done.stderr
+    assert "artifacts, mlflow.db, optuna.db" in done.stderr and "Traceback" not in done.stderr
+    assert {str(p.relative_to(store)): p.read_bytes() if p.is_file() else None
+            for p in store.rglob("*")} == before
+    # Before any work: no store opened (other.db), no section built, no staging folder.
+    assert done.stdout == "" and sorted(p.name for p in tmp_path.iterdir()) == ["mlruns"]
 
 
 def test_report_without_any_registered_model_says_run_make_experiment(tmp_path, customers_csv):

@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import GymchurnError, interruption_point
 
 # Threshold-free metrics Optuna can tune on: name -> (function(y, proba), direction).
 TUNING_METRICS = {
@@ -113,6 +113,7 @@ def make_objective(X, y, folds: Sequence, space: Mapping, metric: str,
         params = suggest_params(trial, space)
         scores = []
         for step, (train_idx, valid_idx) in enumerate(folds):
+            interruption_point()  # Ctrl-C stops the trial between folds (it is not counted)
             model = build(params)
             model.fit(X.iloc[train_idx], y.iloc[train_idx])
             proba = model.predict_proba(X.iloc[valid_idx])[:, 1]
@@ -134,6 +135,7 @@ def repeated_cv_metrics(build, params, X, y, threshold, folds, repeats, seed) ->
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed + 1)
     rows = []
     for train_idx, valid_idx in splitter.split(X, y):
+        interruption_point()
         model = build(params).fit(X.iloc[train_idx], y.iloc[train_idx])
         proba = model.predict_proba(X.iloc[valid_idx])[:, 1]
         rows.append(classification_metrics(y.iloc[valid_idx], proba, threshold))

@@ -31,7 +31,13 @@ from gymchurn.churn.evaluate import (
     tuning_metric,
 )
 from gymchurn.data import feature_columns, split_holdout, table_digest
-from gymchurn.errors import GymchurnError, raise_keyboard_interrupt
+from gymchurn.errors import (
+    HELD_SIGNALS,
+    GymchurnError,
+    install_interrupt_handlers,
+    interruption_point,
+    signals_held,
+)
 from gymchurn.pipeline import build_pipeline
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
 from gymchurn.tuning import (
@@ -40,6 +46,7 @@ from gymchurn.tuning import (
     open_study,
     run_trials,
     study_name,
+    timeout_note,
     trial_counts,
 )
 
@@ -68,7 +75,7 @@ def open_churn_study(tune_cfg, name: str, worker: int = 0):
 
     return open_study(
         tune_cfg.storage, name, [tuning_metric(tune_cfg.metric)[1]],
-        sampler=optuna.samplers.TPESampler(seed=int(tune_cfg.seed) + worker),
+        sampler=lambda seed: optuna.samplers.TPESampler(seed=seed), seed=int(tune_cfg.seed) + worker,
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=int(tune_cfg.pruner.n_startup_trials),
             n_warmup_steps=int(tune_cfg.pruner.n_warmup_steps)),
@@ -122,7 +129,10 @@ class ChurnPlan:
 
 def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPlan:
     """Check the config, split the table, name the study."""
+    from gymchurn.churn.target import check_training_classes
+
     check_config(cfg)
+    check_training_classes(customers, cfg)  # one class, or too few to split: say so, not sklearn
     digest = table_digest(customers)
     X_train, X_test, y_train, y_test = split_holdout(customers, cfg.data, cfg.split.test_size,
                                                      cfg.split.seed)
@@ -169,7 +179,8 @@ def run_tuning_worker(job: TuningJob, worker: int) -> None:
     """Entry of an extra worker process (spawned): same study, its own sampler seed."""
     from gymchurn.tracking import quiet_libraries
 
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    install_interrupt_handlers()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # held since the parent started us
     quiet_libraries()
     try:
         job.run(worker)
@@ -187,15 +198,24 @@ def tune(p: ChurnPlan, trial_logging=None, study=None) -> float:
     extra = [spawn.Process(target=run_tuning_worker, args=(job, i))
              for i in range(1, int(p.cfg.workers))]
     try:
-        for process in extra:
-            process.start()
+        # A worker is born with Ctrl-C and SIGTERM held (the forking thread's signal mask is
+        # inherited) until its handlers are in place: a signal during its imports then stops
+        # it at its first safe point, without a traceback.
+        with signals_held():
+            for process in extra:
+                process.start()
         job.run(0, study)
         for process in extra:
             process.join()
     except KeyboardInterrupt:
         for process in extra:
-            process.terminate()  # SIGTERM: the worker fails its running trial and stops
-            process.join()
+            if process.pid is not None:
+                process.terminate()  # SIGTERM: the worker fails its running trial and stops
+        for process in extra:
+            if process.pid is not None:
+                process.join(timeout=120)
+                if process.is_alive():  # stuck: do not hang the command
+                    process.kill()
         raise
     return time.monotonic() - start
 
@@ -217,6 +237,7 @@ class ChurnResult:
     figures: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     tuning_seconds: float = 0.0
+    timeout_note: str | None = None  # set when tune.timeout cut the study short
 
     @property
     def n_test(self) -> int:
@@ -243,11 +264,12 @@ class ChurnResult:
                 "threshold": f"{self.threshold:.6f}", "test_size": str(self.plan.cfg.split.test_size),
             }, registry_cfg.alias)
         timings = {"tuning_seconds": self.tuning_seconds}
+        cut = {"tuning_cut_short": self.timeout_note} if self.timeout_note else {}
         if total_seconds is not None:
             timings["total_seconds"] = total_seconds
         return RunRecord(
             params={f"best_{k}": v for k, v in self.best_params.items()},
-            metrics={**self.metrics, **timings},
+            metrics={**self.metrics, **timings}, tags=cut,
             figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},
             tables=self.tables, model=self.model(), registration=registration,
         )
@@ -269,10 +291,12 @@ def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
     build = functools.partial(build_pipeline, cfg.features, cfg.model, feature_columns(cfg.data))
     folds = cv_folds(p.y_train, int(cfg.tune.folds), int(cfg.tune.seed))
     # Threshold and cv_* metrics from out-of-fold predictions: the holdout stays unseen.
+    interruption_point()  # between stages: Ctrl-C stops the work here (see errors.py)
     oof = cross_val_predict(build(params), p.X_train, p.y_train, cv=folds,
                             method="predict_proba")[:, 1]
     threshold = choose_threshold(p.y_train, oof, cfg.threshold.rule, cfg.threshold.cost_ratio)
     cv_metrics = classification_metrics(p.y_train, oof, threshold)
+    interruption_point()
     pipeline = build(params).fit(p.X_train, p.y_train)
     proba_test = pipeline.predict_proba(p.X_test)[:, 1]
     test_metrics = classification_metrics(p.y_test, proba_test, threshold)
@@ -292,6 +316,7 @@ def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
             int(cfg.evaluation.repeated_cv_repeats), int(cfg.seed),
         ))
 
+    interruption_point()
     label = f"{cfg.model.name}/{cfg.features.name}"
     figures = classifier_figures(p.y_test, proba_test, threshold, label)
     importance = permutation_importance(
@@ -304,10 +329,12 @@ def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
     }).sort_values("importance_mean", ascending=False)
     figures["feature_importance"] = importance_figure(
         importance_table, f"Permutation importance on the holdout ({label})")
+    interruption_point()
     figures.update(optuna_figures(study))
     holdout = pd.DataFrame({"churn": p.y_test.to_numpy(), "churn_probability": proba_test},
                            index=p.X_test.index).rename_axis("row").reset_index()
     tables = {"feature_importance.json": importance_table, "trials.csv": study.trials_dataframe(),
               "holdout_predictions.csv": holdout}
     return ChurnResult(p, pipeline, threshold, params, metrics, test_metrics, cv_metrics,
-                       figures, tables, tuning_seconds)
+                       figures, tables, tuning_seconds,
+                       timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout))

@@ -1,7 +1,12 @@
 """The served churn model, in MLflow's "models from code" form (this file is logged as code).
 
 It wraps the fitted sklearn pipeline (saved with skops, which never executes code on load)
-and returns one column: the probability that each customer churns next month.
+and returns one column: the probability that each customer churns next month. Its input is
+checked with the data rules the model was trained under (model_config["data_schema"]), as
+`make predict` checks a file: a broken rule is an HTTP 400 naming the column and the rule.
+
+A registered version runs the copy of this file logged with it, so versions logged before
+keep their own code; what that code imports from gymchurn must stay importable.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from mlflow.pyfunc import PythonModel
 
 from gymchurn.churn import PROBABILITY_COLUMN
 from gymchurn.registry import load_pipeline
+from gymchurn.serving import checked_input
 
 
 class ChurnProbabilityModel(PythonModel):
@@ -20,8 +26,10 @@ class ChurnProbabilityModel(PythonModel):
             context.artifacts["pipeline"], context.model_config["skops_trusted_types"]
         )
         self.threshold = float(context.model_config["threshold"])
+        self.data_schema = context.model_config.get("data_schema")  # None: logged without rules
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        model_input = checked_input(model_input, self.data_schema)
         proba = self.pipeline.predict_proba(model_input)[:, 1]
         return pd.DataFrame({PROBABILITY_COLUMN: proba}, index=model_input.index)
 

@@ -5,9 +5,15 @@ at least the margin, on the same holdout (same data digest, split seed and test 
 differ, both are re-scored on one fixed holdout rather than comparing unlike numbers), or if
 there is no champion yet. `force=true version=N` promotes anyway and says so. The champion it
 replaces keeps `previous-champion`, so `make rollback` is one command. Every decision (who,
-when, both versions' metrics, reason) is written as `promotion.*` version tags and as a run in
-the `gym-churn-promotion` experiment (through the tracking stage's recorder); a failed check
-changes nothing.
+when, both versions' metrics, reason, the aliases before and after) is written as `promotion.*`
+version tags and as a run in the `gym-churn-promotion` experiment (through the tracking stage's
+recorder); a failed check changes nothing.
+
+Two promotions or rollbacks of one model at once (two users, two terminals) run one after the
+other: each holds the model's lock (gymchurn.lifecycle.lock) from reading the aliases to
+moving them, decides from what it read under the lock, checks the lock is still its own before
+writing and reads the aliases back after. The decision's run ends FINISHED only when the
+aliases were moved as recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from omegaconf import DictConfig
 
 from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.data import load_customers, split_holdout, table_digest
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import GymchurnError, interruption_point
+from gymchurn.lifecycle.lock import ModelLock, model_lock
 from gymchurn.registry import (
     alias_versions,
     load_fitted_pipeline,
@@ -78,7 +85,10 @@ def holdout_of(version, basis_tags) -> tuple | None:
 
 def fixed_holdout(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, str]:
     """The configured stratified holdout of the configured table, and the table's digest."""
+    from gymchurn.churn.target import check_classes
+
     df, _ = load_customers(cfg.data)
+    check_classes(df[cfg.data.target], float(cfg.holdout.test_size), settings="holdout.test_size")
     digest = table_digest(df)
     _, X_test, _, y_test = split_holdout(df, cfg.data, cfg.holdout.test_size, cfg.holdout.seed)
     return X_test, y_test, digest
@@ -197,8 +207,14 @@ def who(cfg: DictConfig) -> str:
 
 
 def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champion, reason: str,
-                    comparison: Comparison | None, table: pd.DataFrame | None) -> str:
-    """Write the decision as `promotion.*` tags on the versions involved and as an MLflow run."""
+                    comparison: Comparison | None, table: pd.DataFrame | None,
+                    before: dict, after: dict, apply=None) -> str:
+    """Write the decision as an MLflow run and as `promotion.*` tags on the candidate version.
+
+    `before`/`after`: alias -> version (None: unset) as read under the lock and as decided.
+    `apply()` moves the aliases inside the run: if it fails, the run ends FAILED, so a FINISHED
+    decision run always matches the aliases it records.
+    """
     user = who(cfg)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_tags = {
@@ -206,6 +222,9 @@ def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champi
         "user": user, "candidate_version": str(candidate.version),
         "champion_version": str(champion.version) if champion else "none",
         "reason": reason, "basis": comparison.basis if comparison else "no comparison",
+        **{f"{moment}.{alias}": "none" if v is None else str(v)  # e.g. after.champion = 3
+           for moment, aliases in (("before", before), ("after", after))
+           for alias, v in aliases.items()},
     }
     if cfg.reason:
         run_tags["note"] = str(cfg.reason)
@@ -218,6 +237,8 @@ def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champi
             params={"metric": cfg.gates[name].metric, "margin": cfg.gates[name].margin,
                     "action": cfg.action},
             metrics=metrics, tables={} if table is None else {"comparison.csv": table}))
+        if apply is not None:
+            apply()
     tags = {"decision": decision, "time": when, "by": user, "reason": reason, "run_id": run.run_id,
             "compared_with": f"v{champion.version}" if champion else "none"}
     if cfg.reason:
@@ -238,6 +259,27 @@ def print_table(table: pd.DataFrame, printer) -> None:
         printer(table.to_string(index=False))
 
 
+def move_aliases(name: str, after: dict, lock: ModelLock) -> None:
+    """Point the aliases at the decided versions (None: remove), if the lock is still this
+    process's, and read them back."""
+    lock.check()
+    for alias, version in after.items():
+        set_alias(name, alias, version)
+    found = alias_versions(name)
+    wrong = {a: v for a, v in after.items() if found.get(a) != (None if v is None else str(v))}
+    if wrong:
+        shown = ", ".join(f"@{a} is v{found.get(a)}, not v{v}" for a, v in wrong.items())
+        raise GymchurnError(
+            f"after moving the aliases of {name}, {shown}: something changed them without the "
+            "promotion lock (an older gymchurn, the MLflow UI). Check the aliases, then run the "
+            "command again.")
+
+
+def holding_lock(cfg: DictConfig, name: str, printer):
+    return model_lock(name, who(cfg), float(cfg.lock.wait_seconds), float(cfg.lock.lease_seconds),
+                      printer)
+
+
 def promote(cfg: DictConfig, printer=print) -> dict:
     """Run the gate (or a forced promotion); return the decision and the aliases after it."""
     name = str(cfg.model_name)
@@ -250,6 +292,13 @@ def promote(cfg: DictConfig, printer=print) -> dict:
         )
     if cfg.force and cfg.version is None:
         raise GymchurnError("force=true needs the version to promote: version=N force=true.")
+    resolve_version(name, alias=CHALLENGER, version=cfg.version)  # a bad request fails unlocked
+    with holding_lock(cfg, name, printer) as lock:
+        return promote_locked(cfg, name, gate, lock, printer)
+
+
+def promote_locked(cfg: DictConfig, name: str, gate, lock: ModelLock, printer) -> dict:
+    """`promote` under the model's lock: every alias read here is fresh."""
     candidate = resolve_version(name, alias=CHALLENGER, version=cfg.version)
     aliases = alias_versions(name)
     champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
@@ -282,17 +331,26 @@ def promote(cfg: DictConfig, printer=print) -> dict:
     else:
         decision = "promoted" if passed else "rejected"
 
-    run_id = record_decision(cfg, name, decision, candidate, champion, reason, comparison, table)
+    interruption_point()  # Ctrl-C during a long re-scoring stops here, before any write
+    before = {PREVIOUS: aliases.get(PREVIOUS), CHAMPION: aliases.get(CHAMPION)}
+    after, apply = dict(before), None
     if decision in ("promoted", "forced"):
-        if champion is not None:
-            set_alias(name, PREVIOUS, champion.version)
-            set_version_tags(name, champion.version, {"promotion.replaced_by": f"v{candidate.version}"})
-        set_alias(name, CHAMPION, candidate.version)
-        after = f"@champion -> v{candidate.version}" + (
+        after = {PREVIOUS: str(champion.version) if champion else before[PREVIOUS],
+                 CHAMPION: str(candidate.version)}
+
+        def apply():
+            move_aliases(name, after, lock)
+            if champion is not None:
+                set_version_tags(name, champion.version,
+                                 {"promotion.replaced_by": f"v{candidate.version}"})
+
+        done = f"@champion -> v{candidate.version}" + (
             f", @previous-champion -> v{champion.version} (undo: make rollback)" if champion else "")
     else:
-        after = f"@champion stays at v{champion.version}"
-    printer(f"decision: {decision.upper()}: {reason}. {after}")
+        done = f"@champion stays at v{champion.version}"
+    run_id = record_decision(cfg, name, decision, candidate, champion, reason, comparison, table,
+                             before, after, apply)
+    printer(f"decision: {decision.upper()}: {reason}. {done}")
     printer(f"recorded: promotion.* tags on v{candidate.version}; run {run_id} in experiment "
             f"'{cfg.record_experiment}'")
     return {"decision": decision, "reason": reason, "run_id": run_id, "aliases": alias_versions(name),
@@ -305,20 +363,24 @@ def rollback(cfg: DictConfig, printer=print) -> dict:
     name = str(cfg.model_name)
     if cfg.gates.get(name) is None:
         raise GymchurnError(f"no promotion gate for '{name}' in conf/promote.yaml.")
-    aliases = alias_versions(name)
-    if PREVIOUS not in aliases:
-        raise GymchurnError(
-            f"'{name}' has no @{PREVIOUS}: there is nothing to roll back to. "
-            f"Aliases: {', '.join(f'@{a} -> v{v}' for a, v in sorted(aliases.items())) or 'none'}. "
-            "Use `make promote version=N force=true` instead."
-        )
-    previous = resolve_version(name, alias=PREVIOUS)
-    champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
-    reason = f"rollback to v{previous.version}" + (
-        f" from v{champion.version}" if champion else "")
-    run_id = record_decision(cfg, name, "rollback", previous, champion, reason, None, None)
-    set_alias(name, CHAMPION, previous.version)
-    set_alias(name, PREVIOUS, champion.version if champion else None)
+    registered_model(name)
+    with holding_lock(cfg, name, printer) as lock:
+        aliases = alias_versions(name)  # fresh, under the lock
+        if PREVIOUS not in aliases:
+            raise GymchurnError(
+                f"'{name}' has no @{PREVIOUS}: there is nothing to roll back to. Aliases: "
+                f"{', '.join(f'@{a} -> v{v}' for a, v in sorted(aliases.items())) or 'none'}. "
+                "Use `make promote version=N force=true` instead."
+            )
+        previous = resolve_version(name, alias=PREVIOUS)
+        champion = resolve_version(name, alias=CHAMPION) if CHAMPION in aliases else None
+        reason = f"rollback to v{previous.version}" + (
+            f" from v{champion.version}" if champion else "")
+        before = {PREVIOUS: aliases.get(PREVIOUS), CHAMPION: aliases.get(CHAMPION)}
+        after = {PREVIOUS: str(champion.version) if champion else None,
+                 CHAMPION: str(previous.version)}
+        run_id = record_decision(cfg, name, "rollback", previous, champion, reason, None, None,
+                                 before, after, lambda: move_aliases(name, after, lock))
     printer(f"decision: ROLLBACK: @champion -> v{previous.version}"
             + (f", @previous-champion -> v{champion.version}" if champion else ""))
     printer(f"recorded: run {run_id} in experiment '{cfg.record_experiment}'")

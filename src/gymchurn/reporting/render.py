@@ -4,6 +4,7 @@ URIs, every value escaped), report.md + figures/*.png; the output folder replace
 from __future__ import annotations
 
 import base64
+import html
 import io
 import re
 import shutil
@@ -20,11 +21,26 @@ from gymchurn.plots import plt
 from gymchurn.reporting.blocks import Figure, Section, Table, Text
 from gymchurn.tables import markdown_table
 
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("gymchurn.reporting", "templates"),
-    autoescape=jinja2.select_autoescape(["html"]),
-    trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-)
+
+def markdown_safe(value) -> str:
+    """A value as report.md shows it, with its HTML neutralised: GitHub and MLflow render the
+    raw HTML of a Markdown file, so <, > and & are written as entities (a segment named
+    "<script>" reads as that text and is never a tag). Markdown's own marks are kept."""
+    return html.escape(str(value), quote=False)
+
+
+def _templates(**options) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("gymchurn.reporting", "templates"),
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined, **options,
+    )
+
+
+# Every value is escaped, whatever the template's name (select_autoescape(["html"]) did not
+# match "report.html.j2", so names with markup went into the page raw). What is already safe
+# markup (pandas' escaped tables, a sentence's <strong>) is passed as markupsafe.Markup.
+HTML_TEMPLATES = _templates(autoescape=True)
+MARKDOWN_TEMPLATES = _templates(autoescape=False, finalize=markdown_safe)
 
 
 def png_bytes(fig: plt.Figure) -> bytes:
@@ -61,12 +77,16 @@ def render(sections: list[Section], sources: Mapping, figures: Mapping[str, byte
         md_blocks.append((section.title, md))
     context = {"sources": sources,
                "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    return (TEMPLATES.get_template("report.html.j2").render(sections=html_blocks, **context),
-            TEMPLATES.get_template("report.md.j2").render(sections=md_blocks, **context))
+    return (HTML_TEMPLATES.get_template("report.html.j2").render(sections=html_blocks, **context),
+            MARKDOWN_TEMPLATES.get_template("report.md.j2").render(sections=md_blocks, **context))
 
 
 def write_report(sections: list[Section], sources: Mapping, folder: Path) -> None:
-    """report.html, report.md and figures/*.png into `folder` (which must exist)."""
+    """report.html, report.md, figures/*.png and the marker that lets the next report replace
+    this folder (gymchurn.outputs) into `folder` (which must exist)."""
+    from gymchurn.outputs import REPORT_MARKER, REPORT_MARKER_TEXT
+
+    (folder / REPORT_MARKER).write_text(REPORT_MARKER_TEXT, encoding="utf-8")
     figures = {}
     (folder / "figures").mkdir()
     for section in sections:
@@ -80,14 +100,23 @@ def write_report(sections: list[Section], sources: Mapping, folder: Path) -> Non
 
 
 def replace_folder(new: Path, target: Path) -> None:
-    """Put `new` where `target` is, by renames: a reader sees the old report or the new one."""
+    """Put `new` where `target` is, by renames: a reader sees the old report or the new one.
+    `target` is checked again first: only a previous report (or an empty folder) is removed."""
+    from gymchurn.outputs import check_report_folder
+
+    target = check_report_folder(target)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{time.time_ns()}")
         target.rename(old)
-    new.rename(target)
+    try:
+        new.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)  # the previous report back where it was
+        raise
     if old is not None:
-        shutil.rmtree(old)
+        shutil.rmtree(old)  # checked above: a report's files only, no symbolic links
 
 
 def headline_metrics(sections: list[Section]) -> dict[str, float]:

@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.data import feature_columns, table_digest
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import GymchurnError, interruption_point
 from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import NAME_COLUMN, SEGMENT_COLUMN, build_segmentation, scaled_inputs
 from gymchurn.segments.objectives import (
@@ -28,7 +28,15 @@ from gymchurn.segments.objectives import (
 )
 from gymchurn.segments.selection import SELECTION_RULES
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
-from gymchurn.tuning import ProgressPrinter, last_failure, open_study, run_trials, study_name, trial_counts
+from gymchurn.tuning import (
+    ProgressPrinter,
+    last_failure,
+    open_study,
+    run_trials,
+    study_name,
+    timeout_note,
+    trial_counts,
+)
 
 SERVED_MODEL = Path(__file__).with_name("served.py")  # logged as the model's code
 # Logged as version tags under these keys for every algorithm.
@@ -94,12 +102,13 @@ def open_segment_study(tune_cfg, name: str, objectives):
     """The multi-objective study: seeded TPE (good with few trials) or NSGA-II."""
     import optuna
 
-    seed = int(tune_cfg.seed)
-    if tune_cfg.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=int(tune_cfg.population_size))
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(tune_cfg.n_startup_trials))
-    return open_study(tune_cfg.storage, name, [OBJECTIVES[o] for o in objectives], sampler)
+    def sampler(seed: int):
+        if tune_cfg.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=int(tune_cfg.population_size))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(tune_cfg.n_startup_trials))
+
+    return open_study(tune_cfg.storage, name, [OBJECTIVES[o] for o in objectives], sampler,
+                      int(tune_cfg.seed))
 
 
 # ---------------------------------------------------------------- the plan: what the run is
@@ -180,6 +189,7 @@ class SegmentationResult:
     tables: dict = field(default_factory=dict)
     texts: dict = field(default_factory=dict)
     tuning_seconds: float = 0.0
+    timeout_note: str | None = None  # set when tune.timeout cut the study short
 
     @property
     def clustered_columns(self) -> list[str]:
@@ -207,6 +217,7 @@ class SegmentationResult:
                 **{k: f"{self.metrics[k]:.6f}" for k in SCORE_KEYS},
             }, registry_cfg.alias)
         timings = {"tuning_seconds": self.tuning_seconds}
+        cut = {"tuning_cut_short": self.timeout_note} if self.timeout_note else {}
         if total_seconds is not None:
             timings["total_seconds"] = total_seconds
         return RunRecord(
@@ -214,7 +225,7 @@ class SegmentationResult:
             params={COLUMN_SUBSET_PARAM: self.column_subset,
                     **{f"best_{k}": v for k, v in self.best_params.items()}},
             metrics={**self.metrics, **timings},
-            tags={f"segment_{s}": n for s, n in self.names.items()},
+            tags={**{f"segment_{s}": n for s, n in self.names.items()}, **cut},
             figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},
             tables=self.tables, texts=self.texts, model=self.model(), registration=registration,
         )
@@ -260,6 +271,7 @@ def choose(p: SegmentationPlan, study):
         return lambda: build_segmentation(p.cfg.clustering, columns, params)
 
     def stability(number):
+        interruption_point()
         model = refit_builder(number)().fit(p.X)
         return bootstrap_stability(refit_builder(number), p.X, model[-1].labels_,
                                    int(p.cfg.tune.bootstraps), int(p.cfg.seed))
@@ -289,6 +301,7 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
         subset = best.params[COLUMN_SUBSET_PARAM]
         params = {k: v for k, v in best.params.items() if k != COLUMN_SUBSET_PARAM}
         X, churn = p.X, p.churn
+        interruption_point()
         pipeline = build_segmentation(cfg.clustering, p.subsets[subset], params).fit(X)
         labels = pipeline[-1].labels_
         X_scaled = scaled_inputs(pipeline, X)
@@ -317,6 +330,7 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
             "segments.csv": pd.DataFrame({"segment": labels, "churn": churn.to_numpy()},
                                          index=X.index).rename_axis("row").reset_index(),
         }
+        note = timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout)
     return SegmentationResult(p, pipeline, labels, subset, params, best.number, metrics, names,
                               portraits, ranked, selection, figures, tables,
-                              {"portraits.md": portraits_markdown(portraits)}, tuning_seconds)
+                              {"portraits.md": portraits_markdown(portraits)}, tuning_seconds, note)
