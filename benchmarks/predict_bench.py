@@ -44,6 +44,7 @@ from gymchurn.data import feature_columns, make_synthetic_customers
 from gymchurn.errors import exit_on_user_error
 from gymchurn.outputs import check_file
 from gymchurn.pipeline import build_pipeline
+from gymchurn.serving import data_schema
 from gymchurn.tracking import ModelSpec, Registration, RunRecord, quiet_libraries, record, tracked_run
 
 NAME = "gym-churn-classifier"
@@ -62,7 +63,8 @@ def train_champion(store: Path, n_estimators: int) -> tuple:
     output = pd.DataFrame({PROBABILITY_COLUMN: pipeline.predict_proba(example)[:, 1]},
                           index=example.index)
     model = ModelSpec(pipeline, fit.SERVED_MODEL, example, output,
-                      {"threshold": threshold, "feature_columns": columns})
+                      {"threshold": threshold, "feature_columns": columns,
+                       "data_schema": data_schema(cfg.data)})
     registration = Registration(NAME, {"model_family": "lgbm", "feature_set": "engineered",
                                        "threshold": f"{threshold:.6f}"}, "champion")
     # An experiment of its own: its artifacts live beside the temp store, not in ./mlruns.

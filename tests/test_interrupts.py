@@ -33,7 +33,7 @@ def handlers():
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
-    errors._pending.clear()
+    errors._signals.update(received=False, pending=None)
 
 
 def send(sig=signal.SIGTERM) -> None:
@@ -61,6 +61,20 @@ def test_a_second_signal_stops_at_once(handlers):
         send(signal.SIGINT)
         steps.append("not reached")
     assert steps == ["first signal waits"]
+
+
+def test_a_signal_during_the_cleanup_after_the_first_stops_at_once(handlers):
+    send()
+    with pytest.raises(KeyboardInterrupt):
+        interruption_point()  # the first signal, acted on: the command cleans up now
+    with pytest.raises(KeyboardInterrupt):
+        send(signal.SIGINT)   # the user will not wait for the cleanup
+
+
+def test_tuning_workers_leave_ctrl_c_to_their_parent(handlers):
+    install_interrupt_handlers(sigint=False)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
 
 
 @pytest.mark.slow

@@ -55,30 +55,35 @@ def exit_on_user_error(func: F) -> F:
 # recorder has none, so a run is never half-recorded. A second signal stops the work at once,
 # wherever it is: the way out for a user who will not wait.
 
-_pending: list[int] = []  # the signal received and not yet acted on
+_signals: dict = {"received": False, "pending": None}  # pending: received, not yet acted on
 
 
 def _on_signal(signum, frame):
-    if _pending:
+    if _signals["received"]:  # the second signal, even after the first was acted on
         raise KeyboardInterrupt(f"signal {signum}")
-    _pending.append(signum)
+    _signals.update(received=True, pending=signum)
     # os.write: print() is not safe inside a signal handler (the interrupted code may be printing).
     os.write(2, b"\nstopping at the next safe point (Ctrl-C again to stop at once) ...\n")
 
 
-def install_interrupt_handlers() -> None:
-    """Ctrl-C and SIGTERM stop the work at its next `interruption_point()` (see above)."""
-    _pending.clear()
-    signal.signal(signal.SIGTERM, _on_signal)
+def install_interrupt_handlers(sigint: bool = True) -> dict:
+    """Ctrl-C and SIGTERM stop the work at its next `interruption_point()` (see above); return
+    the handlers they replace. `sigint=False` (tuning workers): Ctrl-C in a terminal reaches the
+    whole process group, and a worker must stop only when its parent tells it to (SIGTERM),
+    or the parent's SIGTERM would be its second signal and stop it mid-line."""
+    _signals.update(received=False, pending=None)
     # Python leaves SIGINT ignored when the parent ignored it (a background job of a script,
     # a pytest-xdist worker): Ctrl-C must still stop the work the same way.
-    signal.signal(signal.SIGINT, _on_signal)
+    handlers = {signal.SIGTERM: _on_signal, signal.SIGINT: _on_signal if sigint else signal.SIG_IGN}
+    return {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
 
 
 def interruption_point() -> None:
     """Stop here (KeyboardInterrupt) if Ctrl-C or SIGTERM arrived since the last safe point."""
-    if _pending:
-        raise KeyboardInterrupt(f"signal {_pending.pop()}")
+    signum = _signals["pending"]
+    if signum is not None:
+        _signals["pending"] = None
+        raise KeyboardInterrupt(f"signal {signum}")
 
 
 HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -104,15 +109,18 @@ def exit_on_interrupt(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        install_interrupt_handlers()
+        replaced = install_interrupt_handlers()
         try:
             result = func(*args, **kwargs)
-            if _pending:  # arrived after the last safe point: the work is complete
+            if _signals["pending"] is not None:  # after the last safe point: the work is done
                 print("interrupted after the work had finished: everything above was kept.",
                       file=sys.stderr, flush=True)
                 raise SystemExit(130)
             return result
         except KeyboardInterrupt:
             raise SystemExit(130) from None
+        finally:  # the next job of a multirun, or a caller in this process, gets its own back
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
 
     return wrapper  # type: ignore[return-value]

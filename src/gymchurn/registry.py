@@ -92,21 +92,13 @@ def log_pipeline_model(
     """Log `pipeline` as a pyfunc model defined by the file `model_code` (models from code).
 
     `output_example` is what the model returns for `input_example`; with it they make the
-    model's signature. `model_config["data_schema"]` (see `data_schema`) is the data rules the
-    served model checks its input with; without it, the rules of the active run's logged
-    config.yaml are used, so the model keeps the rules it was trained under.
+    model's signature. `model_config["data_schema"]` (`gymchurn.serving.data_schema`) is the
+    data rules the served model checks its input with: those the model was trained under.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.skops"
         trusted = save_pipeline(pipeline, path)
         config = {**model_config, "skops_trusted_types": trusted}
-        if config.get("data_schema") is None:
-            config.pop("data_schema", None)
-            from gymchurn.serving import run_data_schema
-
-            rules = run_data_schema()
-            if rules is not None:
-                config["data_schema"] = rules
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_code),

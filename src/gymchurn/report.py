@@ -39,6 +39,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     staging = new_beside(target, "new", folder=True)  # ordinary permissions (umask)
     try:
         write_report(sections, sources, staging)
+        check_report_folder(target)  # again, before the run says the report was written
         tags = {"run_type": "report", "classifier_version": str(sources["classifier_version"]),
                 "segmentation_version": str(sources["segmentation_version"]),
                 "data_digest": sources["data_digest"]}

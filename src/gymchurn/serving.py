@@ -33,25 +33,6 @@ def data_schema(data_cfg: Mapping) -> dict:
             "columns": {str(name): dict(rule) for name, rule in columns.items()}}
 
 
-def run_data_schema() -> dict | None:
-    """The data rules in the active run's config.yaml (logged when the run opened), or None."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from omegaconf import OmegaConf
-
-    run = mlflow.active_run()
-    if run is None:
-        return None
-    try:
-        logged = OmegaConf.create(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
-    except (MlflowException, OSError):
-        return None
-    data = logged.get("data")
-    if data is None or "columns" not in data or "target" not in data:
-        return None
-    return data_schema(data)
-
-
 def quick_check(df: pd.DataFrame, columns: Mapping) -> pd.DataFrame | None:
     """The schema's columns, typed as validate_customers types them, when every value plainly
     meets its rule; else None.

@@ -22,17 +22,27 @@ def process_start(pid: int) -> str:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
 
 
+def pid_namespace() -> str:
+    """Which pid numbering this process sees (containers sharing a host name may differ)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def process_tags() -> dict[str, str]:
     """Tags naming the process a run belongs to, so a later command can tell it died."""
     pid = os.getpid()
     return {"process.host": socket.gethostname(), "process.pid": str(pid),
-            "process.start": process_start(pid)}
+            "process.start": process_start(pid), "process.pidns": pid_namespace()}
 
 
 def process_is_gone(tags: Mapping[str, str]) -> bool:
-    """True when the run's process has certainly ended: same host, and no process with its pid
-    and start time. A run from another host is never judged."""
-    if tags.get("process.host") != socket.gethostname() or not tags.get("process.pid"):
+    """True when the run's process has certainly ended: same host and pid namespace, and no
+    process with its pid and start time. Any other run is never judged."""
+    if (tags.get("process.host") != socket.gethostname()
+            or tags.get("process.pidns", "") != pid_namespace()
+            or not str(tags.get("process.pid", "")).isdigit()):
         return False
     pid = int(tags["process.pid"])
     try:
@@ -49,6 +59,7 @@ def close_dead_runs(experiment_id: str) -> list[str]:
     trial runs; fail the models they left PENDING and delete the versions they registered
     without an alias (registration and alias are one step). Return one line per run."""
     from mlflow.entities import LoggedModelStatus
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -74,7 +85,12 @@ def close_dead_runs(experiment_id: str) -> list[str]:
         for found in client.search_model_versions(f"run_id = '{run_id}'"):
             version = client.get_model_version(found.name, found.version)  # with its aliases
             if not version.aliases:
-                client.delete_model_version(version.name, version.version)
+                try:
+                    client.delete_model_version(version.name, version.version)
+                except MlflowException as err:  # another command closing the same run was first
+                    if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+                    continue
                 removed.append(f"{version.name} v{version.version}")
         client.set_terminated(run_id, "KILLED")
         note = (f"marked run {run_id} KILLED: its process (pid {run.data.tags['process.pid']} "

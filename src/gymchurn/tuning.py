@@ -50,19 +50,14 @@ def suggest_params(trial: optuna.Trial, space: Mapping) -> dict:
 
 
 def recording_failures(evaluate: Callable[[optuna.Trial], object]) -> Callable:
-    """Wrap an objective so a failed trial keeps its reason and an interrupted one is marked.
-
-    Optuna records both as failed but keeps no reason; the reason goes to the summary and
-    MLflow, and an interrupted trial does not use up the budget (see finished_trials).
-    """
+    """Wrap an objective so a failed trial keeps its reason (Optuna keeps none): it goes to
+    the summary and MLflow. A trial stopped by Ctrl-C gets none, so it does not use up the
+    budget (see finished_trials)."""
 
     def objective(trial: optuna.Trial):
         try:
             value = evaluate(trial)
         except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
             raise
         except Exception as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
@@ -166,8 +161,8 @@ def open_study(storage: str, name: str, directions: Sequence[str],
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count towards tune.n_trials: complete, pruned, or failed with a reason.
 
-    Not counted: a trial stopped by Ctrl-C/SIGTERM (`interrupted`), nor one Optuna failed
-    because its process died (SIGKILL, power loss: its heartbeat stopped; it has no reason).
+    Not counted: a trial stopped by Ctrl-C/SIGTERM, nor one Optuna failed because its process
+    died (SIGKILL, power loss: its heartbeat stopped). Neither has a reason.
     """
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED)
             if t.state != TrialState.FAIL or "error" in t.user_attrs]

@@ -287,6 +287,21 @@ def test_a_stale_lock_of_a_dead_process_is_broken(store):
     assert names == [CLASSIFIER]
 
 
+def test_a_lock_without_tags_made_by_hand_is_broken_not_spun_on(store):
+    import threading
+
+    MlflowClient().create_registered_model(f"{CLASSIFIER}.promotion-lock")  # no holder, no expiry
+    outcome = []
+    worker = threading.Thread(target=lambda: outcome.append(
+        promote(store, "version=2", "force=true", "lock.wait_seconds=5")), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert outcome, "promotion still looping on the lock without tags"
+    result, out = outcome[0]
+    assert result["decision"] == "forced" and aliases()["champion"] == "2"
+    assert "breaking the stale promotion lock" in out
+
+
 # ---------------------------------------------------------------- a champion whose files are gone
 
 

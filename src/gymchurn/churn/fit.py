@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -38,7 +37,9 @@ from gymchurn.errors import (
     interruption_point,
     signals_held,
 )
+from gymchurn.options import usable_cpus
 from gymchurn.pipeline import build_pipeline
+from gymchurn.serving import data_schema
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
 from gymchurn.tuning import (
     ProgressPrinter,
@@ -139,7 +140,7 @@ def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPla
     name = study_name(["churn", cfg.model.name, cfg.features.name, cfg.tune.metric,
                        f"k{cfg.tune.folds}", f"seed{cfg.tune.seed}", f"split{cfg.split.seed}"],
                       digest, given=cfg.tune.study_name)
-    workers, cores = int(cfg.workers), os.cpu_count() or 1
+    workers, cores = int(cfg.workers), usable_cpus()
     if workers > 1 and cfg.n_jobs * workers > cores:
         cfg.n_jobs = max(1, cores // workers)  # one thread per core in all
     return ChurnPlan(cfg, customers, provenance, digest, X_train, X_test, y_train, y_test, name)
@@ -179,7 +180,7 @@ def run_tuning_worker(job: TuningJob, worker: int) -> None:
     """Entry of an extra worker process (spawned): same study, its own sampler seed."""
     from gymchurn.tracking import quiet_libraries
 
-    install_interrupt_handlers()
+    install_interrupt_handlers(sigint=False)  # the parent stops it (SIGTERM), see there
     signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # held since the parent started us
     quiet_libraries()
     try:
@@ -208,16 +209,24 @@ def tune(p: ChurnPlan, trial_logging=None, study=None) -> float:
         for process in extra:
             process.join()
     except KeyboardInterrupt:
-        for process in extra:
-            if process.pid is not None:
-                process.terminate()  # SIGTERM: the worker fails its running trial and stops
-        for process in extra:
-            if process.pid is not None:
-                process.join(timeout=120)
-                if process.is_alive():  # stuck: do not hang the command
-                    process.kill()
+        stop_workers(extra)
         raise
     return time.monotonic() - start
+
+
+def stop_workers(processes) -> None:
+    """SIGTERM: each worker stops at its next safe point and fails its running trial; a
+    worker that has not stopped after 2 minutes, or when Ctrl-C comes again, is killed."""
+    started = [p for p in processes if p.pid is not None]
+    try:
+        for process in started:
+            process.terminate()
+        for process in started:
+            process.join(timeout=120)
+    finally:
+        for process in started:
+            if process.is_alive():
+                process.kill()
 
 
 # ---------------------------------------------------------------- the result
@@ -250,7 +259,8 @@ class ChurnResult:
         output = pd.DataFrame({PROBABILITY_COLUMN: self.pipeline.predict_proba(example)[:, 1]},
                               index=example.index)
         return ModelSpec(self.pipeline, SERVED_MODEL, example, output,
-                         {"threshold": self.threshold, "feature_columns": list(example.columns)})
+                         {"threshold": self.threshold, "feature_columns": list(example.columns),
+                          "data_schema": data_schema(self.plan.cfg.data)})
 
     def record(self, registry_cfg=None, total_seconds: float | None = None) -> RunRecord:
         """What the run logs at the end; registered as a new version when `registry_cfg` says so."""

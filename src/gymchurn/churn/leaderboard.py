@@ -105,9 +105,9 @@ def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=
     ranked = sorted(jobs, key=lambda job: job[1]["cv_metrics"][metric],
                     reverse=not lower_is_better(metric))
     best_cfg, best = ranked[0]
+    out = check_leaderboard_file(output)  # again, before anything changes
     if best["model_version"] and best_cfg.registry.alias:
         set_alias(best_cfg.registry.model_name, best_cfg.registry.alias, best["model_version"])
-    out = check_leaderboard_file(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     title = (f"Best run per family and feature set (ranked by out-of-fold cv_{metric}; test_* on "
              f"the holdout; data {digest[:12]})")

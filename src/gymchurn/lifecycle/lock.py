@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from gymchurn.errors import GymchurnError, interruption_point
 from gymchurn.registry import LOCK_SUFFIX
 
+RELEASED: dict = {}  # returned by _take (by identity) when the holder let go in between
 TRANSIENT_TRIES = 5  # store errors other than "taken" (a busy SQLite file) are retried this often
 
 
@@ -48,7 +49,8 @@ class ModelLock:
 
     def check(self) -> None:
         state = _lock_state(self.client, self.lock_name) or {}
-        if state.get("token") != self.token:
+        # Past its lease, a waiter may break the lock at any moment: no longer safe to write.
+        if state.get("token") != self.token or float(state.get("expires", 0)) < time.time():
             raise GymchurnError(
                 f"the promotion lock {self.lock_name} was taken over while this command ran "
                 "(it took longer than lock.lease_seconds); nothing more was changed. Check the "
@@ -56,8 +58,8 @@ class ModelLock:
 
 
 def _take(client, lock_name: str, token: str, tags: dict, description: str) -> dict | None:
-    """Create the lock; None when this process holds it now, else the holder's tags ({} when it
-    was released in between)."""
+    """Create the lock; None when this process holds it now, else the holder's tags (RELEASED
+    when it was released in between; {} for a lock without tags, made by hand: stale)."""
     try:
         client.create_registered_model(lock_name, tags=tags, description=description)
         return None
@@ -67,7 +69,7 @@ def _take(client, lock_name: str, token: str, tags: dict, description: str) -> d
     state = _lock_state(client, lock_name)
     if state is not None and state.get("token") == token:
         return None  # created, but the answer was lost and the client retried
-    return state or {}
+    return RELEASED if state is None else state
 
 
 @contextlib.contextmanager
@@ -98,7 +100,7 @@ def model_lock(name: str, holder: str, wait_seconds: float, lease_seconds: float
             continue
         if state is None:
             break
-        if not state:
+        if state is RELEASED:
             continue  # released in between: try again at once
         holder_now, expires = state.get("holder", "unknown"), float(state.get("expires", 0))
         if expires < time.time():

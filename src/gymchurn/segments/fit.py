@@ -27,6 +27,7 @@ from gymchurn.segments.objectives import (
     segment_scores,
 )
 from gymchurn.segments.selection import SELECTION_RULES
+from gymchurn.serving import data_schema
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
 from gymchurn.tuning import (
     ProgressPrinter,
@@ -204,7 +205,8 @@ class SegmentationResult:
                                NAME_COLUMN: [self.names[s] for s in predicted]}, index=example.index)
         return ModelSpec(self.pipeline, SERVED_MODEL, example, output, {
             "segment_names": {str(s): n for s, n in self.names.items()},
-            "feature_columns": list(example.columns), "clustered_columns": self.clustered_columns})
+            "feature_columns": list(example.columns), "clustered_columns": self.clustered_columns,
+            "data_schema": data_schema(self.plan.cfg.data)})
 
     def record(self, registry_cfg=None, total_seconds: float | None = None) -> RunRecord:
         registration = None

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 from sklearn.pipeline import Pipeline
 
-from gymchurn.errors import GymchurnError, interruption_point
+from gymchurn.errors import GymchurnError
 from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import scaled_inputs
 from gymchurn.tuning import recording_failures, suggest_params
@@ -123,7 +123,6 @@ def make_objective(
         labels = model[-1].labels_
         scores = segment_scores(scaled_inputs(model, X), labels, churn,
                                 silhouette_sample_size, seed)
-        interruption_point()  # Ctrl-C stops the trial here, before its scores are stored
         for key, value in constraint_values(labels, **constraints).items():
             trial.set_constraint(key, value)
         for key, value in scores.items():
