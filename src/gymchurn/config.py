@@ -56,7 +56,6 @@ def number(low: float | None = None, high: float | str | None = None, *, exclusi
     return field(default=MISSING, metadata={"bounds": (low, high, exclusive)})
 
 
-
 @dataclass
 class DataConfig:
     path: str = MISSING
@@ -278,6 +277,7 @@ class ReportConfig:
     min_drop: float = number(0, 1)
     negligible_importance: float = number(0)
     portrait_features: int = number(1)
+    capacity_shares: Any = MISSING  # a list of fractions in (0, 1]: checked by reporting.capacity
     patterns: Any = MISSING
     what_if: Any = MISSING
 

@@ -85,6 +85,10 @@ def test_model_performance_matches_direct_computation(customers, setting):
     table = next(b for b in section.blocks if hasattr(b, "frame")).frame
     assert table["model"].tolist()[1].startswith("best xgb / raw") and len(table) == 2
     assert f"{1000 * (proba >= THRESHOLD).mean():.0f} of every 1,000" in " ".join(section.sentences)
+    # Campaign sizes: the riskiest 10 % of the holdout, counted directly.
+    top = y_test.to_numpy()[np.argsort(-proba, kind="stable")][:round(0.1 * len(y_test))]
+    assert section.numbers["leavers_reached_top_10pct"] == pytest.approx(top.sum() / y_test.sum())
+    assert "gains" in {b.name for b in section.blocks if hasattr(b, "name")}
 
 
 def test_drivers_rank_and_directions_match_direct_computation(customers, setting):

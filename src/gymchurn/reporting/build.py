@@ -23,6 +23,7 @@ from gymchurn.registry import (
     load_version,
 )
 from gymchurn.reporting.blocks import Section
+from gymchurn.reporting.capacity import check_shares
 from gymchurn.reporting.drivers import churn_drivers, permutation_table
 from gymchurn.reporting.overview import data_overview, strong_pairs
 from gymchurn.reporting.performance import model_performance
@@ -43,7 +44,9 @@ def find_model(name: str, alias: str, kind: str, command: str):
 
 
 def check_scenarios(cfg: DictConfig) -> None:
-    """Each what-if sets known columns to values conf/data/gym.yaml allows."""
+    """Each what-if sets known columns to values conf/data/gym.yaml allows; the campaign sizes
+    are fractions."""
+    check_shares(cfg.capacity_shares)
     columns = cfg.data.columns
     for scenario in cfg.what_if:
         for column, value in scenario.set.items():
@@ -130,7 +133,8 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
                                     int(cfg.seed))
     done(data_overview(df, target, data_columns, float(cfg.strong_correlation)))
     done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
-                           holdout_note, family_runs(churn_version, digest)))
+                           holdout_note, family_runs(churn_version, digest),
+                           list(cfg.capacity_shares)))
     done(churn_drivers(pipeline, X_test, df, target, data_columns, phrases,
                        OmegaConf.to_container(cfg.patterns), permutation, int(cfg.top_drivers),
                        int(cfg.seed)))

@@ -3,22 +3,27 @@ curves, the threshold in customers per 1,000, calibration in words."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
 from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.plots import classifier_figures
 from gymchurn.reporting.blocks import Section, frame_of, pct
+from gymchurn.reporting.capacity import capacity_sentence, gains_figure, gains_table
 
 METRIC_COLUMNS = ["roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"]
 
 
 def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: pd.Series,
                       all_proba: np.ndarray, champion: str, holdout_note: str,
-                      families: pd.DataFrame | None) -> Section:
+                      families: pd.DataFrame | None,
+                      capacity_shares: Sequence[float] = (0.05, 0.1, 0.2, 0.3)) -> Section:
     """Holdout metrics of the champion (computed here), the other families' best runs (from
-    MLflow, passed in as `families`), curves, and the threshold in customers per 1,000 (of the
-    holdout, and of the whole table, whose probabilities are `all_proba`)."""
+    MLflow, passed in as `families`), curves, the threshold in customers per 1,000 (of the
+    holdout, and of the whole table, whose probabilities are `all_proba`), and how many
+    leavers calling the riskiest `capacity_shares` of the holdout reaches (gains)."""
     section = Section("model", "2. Predicting churn")
     proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, proba, threshold)
@@ -69,4 +74,18 @@ def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: 
         section.say(f"Read the probabilities as a ranking rather than exact chances: the mean "
                     f"prediction is {pct(proba.mean())} against {pct(y_test.mean())} observed "
                     f"(Brier score {metrics['brier']:.3f}).")
+
+    gains = gains_table(y_test, proba, capacity_shares)
+    section.numbers.update({f"leavers_reached_top_{round(100 * r.share_contacted)}pct":
+                            r.share_of_leavers for r in gains.itertuples(index=False)})
+    section.say(capacity_sentence(gains) + " Measured on the holdout; use it to size a campaign.")
+    words = {"share_contacted": "customers called (share)", "contacted": "customers called",
+             "leavers_reached": "leavers among them", "share_of_leavers": "share of all leavers",
+             "precision": "share of calls on leavers", "lift": "times better than at random"}
+    section.table("Calling the riskiest customers first (holdout): how many leavers each "
+                  "campaign size reaches.", frame_of(gains.rename(columns=words).to_dict("records"), {
+                      words["share_contacted"]: ".0%", words["share_of_leavers"]: ".0%",
+                      words["precision"]: ".0%", words["lift"]: ".1f"}))
+    section.figure("gains", "Share of leavers reached by calling the riskiest customers first.",
+                   gains_figure(y_test, proba, gains))
     return section
