@@ -278,6 +278,7 @@ class ReportConfig:
     negligible_importance: float = number(0)
     portrait_features: int = number(1)
     capacity_shares: Any = MISSING  # a list of fractions in (0, 1]: checked by reporting.capacity
+    economics: Any = MISSING  # checked by reporting.economics.Assumptions
     patterns: Any = MISSING
     what_if: Any = MISSING
 

@@ -25,6 +25,7 @@ from gymchurn.registry import (
 from gymchurn.reporting.blocks import Section
 from gymchurn.reporting.capacity import check_shares
 from gymchurn.reporting.drivers import churn_drivers, permutation_table
+from gymchurn.reporting.economics import Assumptions
 from gymchurn.reporting.overview import data_overview, strong_pairs
 from gymchurn.reporting.performance import model_performance
 from gymchurn.reporting.portraits import customer_portraits
@@ -47,6 +48,7 @@ def check_scenarios(cfg: DictConfig) -> None:
     """Each what-if sets known columns to values conf/data/gym.yaml allows; the campaign sizes
     are fractions."""
     check_shares(cfg.capacity_shares)
+    Assumptions.from_config(OmegaConf.to_container(cfg.economics))
     columns = cfg.data.columns
     for scenario in cfg.what_if:
         for column, value in scenario.set.items():
@@ -134,7 +136,8 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
     done(data_overview(df, target, data_columns, float(cfg.strong_correlation)))
     done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
                            holdout_note, family_runs(churn_version, digest),
-                           list(cfg.capacity_shares)))
+                           list(cfg.capacity_shares),
+                           Assumptions.from_config(OmegaConf.to_container(cfg.economics))))
     done(churn_drivers(pipeline, X_test, df, target, data_columns, phrases,
                        OmegaConf.to_container(cfg.patterns), permutation, int(cfg.top_drivers),
                        int(cfg.seed)))

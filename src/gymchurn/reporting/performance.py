@@ -12,6 +12,7 @@ from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.plots import classifier_figures
 from gymchurn.reporting.blocks import Section, frame_of, pct
 from gymchurn.reporting.capacity import capacity_sentence, gains_figure, gains_table
+from gymchurn.reporting.economics import PER, Assumptions, campaign_value, economics_sentences
 
 METRIC_COLUMNS = ["roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"]
 
@@ -19,11 +20,13 @@ METRIC_COLUMNS = ["roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"
 def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: pd.Series,
                       all_proba: np.ndarray, champion: str, holdout_note: str,
                       families: pd.DataFrame | None,
-                      capacity_shares: Sequence[float] = (0.05, 0.1, 0.2, 0.3)) -> Section:
+                      capacity_shares: Sequence[float] = (0.05, 0.1, 0.2, 0.3),
+                      assumptions: Assumptions | None = None) -> Section:
     """Holdout metrics of the champion (computed here), the other families' best runs (from
     MLflow, passed in as `families`), curves, the threshold in customers per 1,000 (of the
     holdout, and of the whole table, whose probabilities are `all_proba`), and how many
-    leavers calling the riskiest `capacity_shares` of the holdout reaches (gains)."""
+    leavers calling the riskiest `capacity_shares` of the holdout reaches (gains), and what
+    each campaign is worth under the stated `assumptions`."""
     section = Section("model", "2. Predicting churn")
     proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, proba, threshold)
@@ -88,4 +91,18 @@ def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: 
                       words["precision"]: ".0%", words["lift"]: ".1f"}))
     section.figure("gains", "Share of leavers reached by calling the riskiest customers first.",
                    gains_figure(y_test, proba, gains))
+    if assumptions is not None:
+        value = campaign_value(gains, assumptions)
+        for sentence in economics_sentences(value, assumptions):
+            section.say(sentence)
+        section.numbers.update(break_even_keep_rate=float(value["break_even_keep_rate"].min()))
+        section.table(f"What a campaign is worth per {PER:,} customers, by campaign size and "
+                      "keep-rate scenario (assumptions above).", frame_of([{
+                          "customers called (share)": format(r.share_contacted, ".0%"),
+                          "scenario": f"{r.scenario} ({r.keep_rate:.0%} kept)",
+                          "members kept": format(r.members_kept, ".0f"),
+                          "cost": format(r.cost, ",.0f"), "value kept": format(r.value_kept, ",.0f"),
+                          "net value": format(r.net_value, ",.0f"),
+                          "pays from keep rate": format(r.break_even_keep_rate, ".0%")}
+                          for r in value.itertuples(index=False)]))
     return section

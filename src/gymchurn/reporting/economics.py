@@ -1,0 +1,102 @@
+"""What a campaign is worth: per campaign size (the gains table) and per keep-rate scenario,
+members kept and net value per 1,000 customers, and the keep rate at which calling pays.
+
+Every money figure follows from three stated assumptions in conf/report.yaml (`economics`):
+what an offer costs per customer called, what a kept member pays per month, and for how many
+months a kept member stays; the share of called leavers a measure keeps is a low / mid / high
+scenario, because no campaign has been run yet to measure it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from gymchurn.errors import GymchurnError
+
+PER = 1000  # figures per this many customers, whatever the size of the table
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    offer_cost: float      # per customer called (the offer, the call)
+    monthly_fee: float     # what a kept member pays per month
+    months_kept: float     # how long a kept member stays, on average
+    keep_rates: dict       # scenario -> share of the called leavers the measure keeps
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> Assumptions:
+        try:
+            made = cls(float(cfg["offer_cost"]), float(cfg["monthly_fee"]),
+                       float(cfg["months_kept"]),
+                       {str(k): float(v) for k, v in dict(cfg["keep_rates"]).items()})
+        except (KeyError, TypeError, ValueError) as err:
+            raise GymchurnError(f"economics in conf/report.yaml needs numbers offer_cost, "
+                                f"monthly_fee, months_kept and keep_rates {{low: .., mid: .., "
+                                f"high: ..}}: {err}.") from None
+        if min(made.offer_cost, made.monthly_fee, made.months_kept) < 0 or not made.keep_rates \
+                or not all(0 <= r <= 1 for r in made.keep_rates.values()):
+            raise GymchurnError("economics: costs, fee and months must be at least 0, and every "
+                                f"keep rate between 0 and 1; got {made}.")
+        return made
+
+    @property
+    def value_kept(self) -> float:
+        """What one kept member brings in."""
+        return self.monthly_fee * self.months_kept
+
+
+def campaign_value(gains: pd.DataFrame, assumptions: Assumptions) -> pd.DataFrame:
+    """One row per campaign size and scenario, per 1,000 customers: called, leavers reached,
+    members kept, cost, value kept, net value; and the campaign's break-even keep rate."""
+    a = assumptions
+    rows = []
+    for g in gains.itertuples(index=False):
+        called = PER * g.share_contacted
+        reached = called * g.precision
+        # Calling pays when keep_rate x reached x value_kept >= called x offer_cost.
+        break_even = (called * a.offer_cost / (reached * a.value_kept)
+                      if reached and a.value_kept else float("inf"))
+        for scenario, rate in a.keep_rates.items():
+            kept = rate * reached
+            rows.append({"share_contacted": g.share_contacted, "scenario": scenario,
+                         "keep_rate": rate, "called": called, "leavers_reached": reached,
+                         "members_kept": kept, "cost": called * a.offer_cost,
+                         "value_kept": kept * a.value_kept,
+                         "net_value": kept * a.value_kept - called * a.offer_cost,
+                         "break_even_keep_rate": break_even})
+    return pd.DataFrame(rows)
+
+
+def economics_sentences(value: pd.DataFrame, assumptions: Assumptions) -> list[str]:
+    """The assumptions, the best campaign size in the middle scenario, and the break-even."""
+    a = assumptions
+    scenarios = list(a.keep_rates)
+    middle = scenarios[len(scenarios) // 2]
+    mid = value[value["scenario"] == middle]
+    best = mid.loc[mid["net_value"].idxmax()]
+    text = [f"Assumed: an offer costs {a.offer_cost:,.0f} per customer called, a kept member pays "
+            f"{a.monthly_fee:,.0f} a month and stays {a.months_kept:g} months more (worth "
+            f"{a.value_kept:,.0f}); a measure keeps "
+            + ", ".join(f"{r:.0%} ({s})" for s, r in a.keep_rates.items())
+            + " of the leavers called. These are settings (conf/report.yaml, `economics`), not "
+            "measurements: a pilot measures the keep rate."]
+    if best.net_value > 0:
+        text.append(f"In the {middle} scenario the best campaign calls the riskiest "
+                    f"{best.share_contacted:.0%}: per {PER:,} customers it keeps about "
+                    f"{best.members_kept:.0f} members and nets about {best.net_value:,.0f}.")
+    else:
+        text.append(f"In the {middle} scenario no campaign size pays for itself: the offer costs "
+                    f"more than the members it keeps bring in.")
+    sizes = value.drop_duplicates("share_contacted")
+    cheapest, largest = sizes.sort_values("break_even_keep_rate").iloc[0], sizes.iloc[-1]
+    sentence = (f"Calling the riskiest {cheapest.share_contacted:.0%} pays once the measure keeps "
+                f"at least {cheapest.break_even_keep_rate:.0%} of the leavers called")
+    if largest.break_even_keep_rate > cheapest.break_even_keep_rate:
+        sentence += (f"; calling {largest.share_contacted:.0%} needs "
+                     f"{largest.break_even_keep_rate:.0%}, because more of those calls reach "
+                     "members who would have stayed anyway")
+    text.append(sentence + ".")
+    return text
