@@ -66,6 +66,7 @@ class DataConfig:
     target: str = MISSING
     columns: dict[str, Any] = MISSING
     phrases: dict[str, Any] = field(default_factory=dict)  # optional: words for generated text
+    labels: dict[str, Any] = field(default_factory=dict)  # optional: a column's plain name
 
 
 @dataclass
@@ -279,6 +280,7 @@ class ReportConfig:
     portrait_features: int = number(1)
     capacity_shares: Any = MISSING  # a list of fractions in (0, 1]: checked by reporting.capacity
     economics: Any = MISSING  # checked by reporting.economics.Assumptions
+    groups: Any = MISSING  # cohort curve and rule groups (reporting.groups)
     patterns: Any = MISSING
     what_if: Any = MISSING
 

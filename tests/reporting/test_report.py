@@ -73,7 +73,7 @@ def test_report_writes_html_markdown_figures_and_an_mlflow_run(report):
     headings = [line for line in md.splitlines() if line.startswith("## ")]
     assert [h.split(". ", 1)[1] for h in headings] == [
         "Data at a glance", "Predicting churn", "What drives churn", "Customer portraits",
-        "Recommendations"]
+        "Who leaves: target groups", "Recommendations"]
     linked = {line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")}
     files = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
     assert linked == files and len(files) >= 10

@@ -26,6 +26,7 @@ from gymchurn.reporting.blocks import Section
 from gymchurn.reporting.capacity import check_shares
 from gymchurn.reporting.drivers import churn_drivers, permutation_table
 from gymchurn.reporting.economics import Assumptions
+from gymchurn.reporting.groups import target_groups
 from gymchurn.reporting.overview import data_overview, strong_pairs
 from gymchurn.reporting.performance import model_performance
 from gymchurn.reporting.portraits import customer_portraits
@@ -144,6 +145,9 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
     done(customer_portraits(df, target, labels, names, clustered, phrases,
                             f"{describe_version(segment_version)}, {segment_how}",
                             int(cfg.portrait_features)))
+    done(target_groups(df, target, columns, data_columns,
+                       OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {},
+                       phrases, OmegaConf.to_container(cfg.groups), int(cfg.seed)))
     done(recommendations(
         ScoredTable(pipeline, threshold, df, target, columns, proba, bands, cuts), labels, names,
         dict(zip(permutation["feature"], permutation["importance_mean"], strict=True)),
