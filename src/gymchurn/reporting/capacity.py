@@ -2,7 +2,7 @@
 the leavers, at what precision (a gains table), measured on customers the model never saw.
 
 The department sizes a campaign from this: "calling the riskiest 10 % reaches 45 % of the
-leavers, and 9 in 10 of those called would leave".
+leavers, and 90 % of those called would leave".
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ def capacity_sentence(table: pd.DataFrame) -> str:
     near = table.iloc[int((table["share_contacted"] - 0.1).abs().argmin())]
     last = table.iloc[-1]
     text = (f"Calling the riskiest {near.share_contacted:.0%} of customers ({int(near.contacted):,} "
-            f"here) would reach {near.share_of_leavers:.0%} of those who leave; about "
-            f"{round(10 * near.precision)} in 10 of the customers called would leave without "
-            f"action ({near.lift:.1f} times as many as calling at random).")
+            f"here) would reach {near.share_of_leavers:.0%} of those who leave, and "
+            f"{near.precision:.0%} of the customers called would leave without action "
+            f"({near.lift:.1f} times as many as calling at random).")
     if last.share_contacted != near.share_contacted:
         text += (f" Calling {last.share_contacted:.0%} reaches {last.share_of_leavers:.0%} of "
-                 f"them, with {round(10 * last.precision)} in 10 of the calls on leavers.")
+                 f"them, with {last.precision:.0%} of the calls on leavers.")
     return text
