@@ -20,7 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import exit_on_user_error
 from gymchurn.redact import mask_credentials
 
 
@@ -388,11 +388,8 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Call
             from gymchurn.options import check_options
 
             mask_saved_config(HydraConfig.get())
-            try:
-                check_options(cfg, config_name, HydraConfig.get().overrides.task)
-            except GymchurnError as err:
-                print(f"error: {mask_credentials(str(err))}", file=sys.stderr, flush=True)
-                sys.exit(2)
+            # The one user-error printer: one masked `error:` line, exit code 2.
+            exit_on_user_error(check_options)(cfg, config_name, HydraConfig.get().overrides.task)
             return task(cfg)
 
         @functools.wraps(task)
