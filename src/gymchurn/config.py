@@ -220,6 +220,7 @@ class PredictConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     risk_bands: Any = MISSING
+    measures: Any = MISSING  # conf/measures/: checked by churn.actions.load_catalogue
     input: str = MISSING  # stays ??? in the YAML: the command line must give it
     output: str | None = MISSING
     model_name: str = MISSING
@@ -264,6 +265,7 @@ class ReportConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     risk_bands: Any = MISSING
+    measures: Any = MISSING  # conf/measures/: checked by churn.actions.load_catalogue
     classifier: str = MISSING
     segmentation: str = MISSING
     alias: str = MISSING

@@ -36,6 +36,7 @@ REPORT_MARKER_TEXT = (
     "replaces the whole folder: keep nothing else in it.\n"
 )
 REPORT_FILES = {"report.html", "report.md"}
+REPORT_EXTRA_FILES = {"call_list.csv"}  # written since the report has a marker
 FOUND_SHOWN = 5  # foreign entries named in a refusal
 
 
@@ -120,7 +121,7 @@ def is_report_folder(folder: Path) -> bool:
     before the marker existed, exactly report.html + report.md + figures/)."""
     with os.scandir(folder) as scan:
         entries = {e.name: e for e in scan}
-    if set(entries) - REPORT_FILES - {"figures", REPORT_MARKER}:
+    if set(entries) - REPORT_FILES - REPORT_EXTRA_FILES - {"figures", REPORT_MARKER}:
         return False
     files = [e for name, e in entries.items() if name != "figures"]
     if not all(e.is_file(follow_symlinks=False) for e in files):
@@ -134,7 +135,7 @@ def is_report_folder(folder: Path) -> bool:
     if REPORT_MARKER in entries:
         with open(entries[REPORT_MARKER].path, encoding="utf-8", errors="replace") as f:
             return f.read(len(REPORT_MARKER_TEXT)) == REPORT_MARKER_TEXT
-    return set(entries) == REPORT_FILES | {"figures"}
+    return set(entries) == REPORT_FILES | {"figures"}  # an old report had no other file
 
 
 def check_report_folder(target: Path) -> Path:

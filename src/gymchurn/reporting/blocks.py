@@ -42,6 +42,7 @@ class Section:
     title: str
     blocks: list = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # file name -> DataFrame written beside the report (CSV)
 
     def say(self, text: str) -> None:
         self.blocks.append(Text(text))

@@ -94,6 +94,9 @@ def write_report(sections: list[Section], sources: Mapping, folder: Path) -> Non
             if isinstance(block, Figure):
                 figures[block.name] = png_bytes(block.figure)
                 (folder / "figures" / f"{block.name}.png").write_bytes(figures[block.name])
+    for section in sections:
+        for name, frame in section.files.items():  # e.g. call_list.csv
+            frame.to_csv(folder / name, index=False)
     html, md = render(sections, sources, figures)
     (folder / "report.html").write_text(html, encoding="utf-8")
     (folder / "report.md").write_text(md, encoding="utf-8")
