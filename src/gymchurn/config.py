@@ -113,7 +113,7 @@ class TuneConfig:
 @dataclass
 class ThresholdConfig:
     rule: str = MISSING
-    cost_ratio: float = number(0, exclusive=True)
+    cost_ratio: float | None = number(0, exclusive=True)  # None: from `economics`
 
 
 @dataclass
@@ -137,6 +137,7 @@ class ChurnConfig:
     workers: int = number(1, CPUS)
     split: HoldoutConfig = field(default_factory=HoldoutConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    economics: Any = MISSING  # conf/economics/: checked by gymchurn.economics.Assumptions
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
 
@@ -281,7 +282,7 @@ class ReportConfig:
     negligible_importance: float = number(0)
     portrait_features: int = number(1)
     capacity_shares: Any = MISSING  # a list of fractions in (0, 1]: checked by reporting.capacity
-    economics: Any = MISSING  # checked by reporting.economics.Assumptions
+    economics: Any = MISSING  # conf/economics/: checked by gymchurn.economics.Assumptions
     groups: Any = MISSING  # cohort curve and rule groups (reporting.groups)
     patterns: Any = MISSING
     what_if: Any = MISSING

@@ -54,12 +54,13 @@ def classification_metrics(y_true, proba, threshold: float) -> dict[str, float]:
     }
 
 
-def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -> float:
+def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float | None = None) -> float:
     """Decision threshold from (out-of-fold) probabilities.
 
     rule="f1": the threshold with the best F1.
     rule="cost": the threshold with the lowest cost, where a missed churner costs `cost_ratio`
-    and a retention offer to a customer who would have stayed costs 1.
+    and a retention offer to a customer who would have stayed costs 1 (gymchurn.economics
+    derives the ratio from what a call costs and a kept member is worth).
     """
     y_true = np.asarray(y_true).astype(int)
     proba = np.asarray(proba, dtype=float)
@@ -76,7 +77,7 @@ def choose_threshold(y_true, proba, rule: str = "f1", cost_ratio: float = 5.0) -
         score = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
         best = int(np.argmax(score))
     elif rule == "cost":
-        if cost_ratio <= 0:
+        if cost_ratio is None or cost_ratio <= 0:
             raise GymchurnError(f"threshold.cost_ratio must be > 0, got {cost_ratio}.")
         best = int(np.argmin(cost_ratio * fn + fp))
     else:

@@ -67,6 +67,19 @@ def check_config(cfg: DictConfig) -> None:
     tuning_metric(cfg.tune.metric)
     if cfg.threshold.rule not in ("f1", "cost"):
         raise GymchurnError(f"unknown threshold.rule '{cfg.threshold.rule}'. Use f1 or cost.")
+    threshold_cost_ratio(cfg)  # rule=cost with economics where calling never pays: refused now
+
+
+def threshold_cost_ratio(cfg) -> float | None:
+    """The cost ratio behind rule=cost: as configured, else from conf/economics/ (the middle
+    keep-rate scenario), so the flag marks the customers whom a call pays for. None for f1."""
+    if cfg.threshold.rule != "cost":
+        return None
+    if cfg.threshold.cost_ratio is not None:
+        return float(cfg.threshold.cost_ratio)
+    from gymchurn.economics import Assumptions
+
+    return Assumptions.from_config(OmegaConf.to_container(cfg.economics, resolve=True)).cost_ratio()
 
 
 def open_churn_study(tune_cfg, name: str, worker: int = 0):
@@ -120,7 +133,7 @@ class ChurnPlan:
                     "tune_metric": cfg.tune.metric, "n_trials": int(cfg.tune.n_trials),
                     "cv_folds": cfg.tune.folds, "test_size": cfg.split.test_size,
                     "split_seed": cfg.split.seed, "threshold_rule": cfg.threshold.rule,
-                    "cost_ratio": cfg.threshold.cost_ratio, "n_rows": len(self.customers),
+                    "cost_ratio": threshold_cost_ratio(cfg), "n_rows": len(self.customers),
                     "workers": int(cfg.workers)},
             texts={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)},
             dataset=DatasetInput(self.customers, cfg.data.name, self.provenance["path"],
@@ -272,6 +285,7 @@ class ChurnResult:
                                         "data_digest", "split_seed")},
                 **{f"test_{k}": f"{v:.6f}" for k, v in self.test_metrics.items()},
                 "threshold": f"{self.threshold:.6f}", "test_size": str(self.plan.cfg.split.test_size),
+                "threshold_rule": self.plan.cfg.threshold.rule,
             }, registry_cfg.alias)
         timings = {"tuning_seconds": self.tuning_seconds}
         cut = {"tuning_cut_short": self.timeout_note} if self.timeout_note else {}
@@ -304,7 +318,7 @@ def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
     interruption_point()  # between stages: Ctrl-C stops the work here (see errors.py)
     oof = cross_val_predict(build(params), p.X_train, p.y_train, cv=folds,
                             method="predict_proba")[:, 1]
-    threshold = choose_threshold(p.y_train, oof, cfg.threshold.rule, cfg.threshold.cost_ratio)
+    threshold = choose_threshold(p.y_train, oof, cfg.threshold.rule, threshold_cost_ratio(cfg))
     cv_metrics = classification_metrics(p.y_train, oof, threshold)
     interruption_point()
     pipeline = build(params).fit(p.X_train, p.y_train)

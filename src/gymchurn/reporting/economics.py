@@ -1,7 +1,7 @@
 """What a campaign is worth: per campaign size (the gains table) and per keep-rate scenario,
 members kept and net value per 1,000 customers, and the keep rate at which calling pays.
 
-Every money figure follows from three stated assumptions in conf/report.yaml (`economics`):
+Every money figure follows from three stated assumptions in conf/economics/ (gymchurn.economics):
 what an offer costs per customer called, what a kept member pays per month, and for how many
 months a kept member stays; the share of called leavers a measure keeps is a low / mid / high
 scenario, because no campaign has been run yet to measure it.
@@ -9,43 +9,11 @@ scenario, because no campaign has been run yet to measure it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 import pandas as pd
 
-from gymchurn.errors import GymchurnError
+from gymchurn.economics import Assumptions
 
 PER = 1000  # figures per this many customers, whatever the size of the table
-
-
-@dataclass(frozen=True)
-class Assumptions:
-    offer_cost: float      # per customer called (the offer, the call)
-    monthly_fee: float     # what a kept member pays per month
-    months_kept: float     # how long a kept member stays, on average
-    keep_rates: dict       # scenario -> share of the called leavers the measure keeps
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> Assumptions:
-        try:
-            made = cls(float(cfg["offer_cost"]), float(cfg["monthly_fee"]),
-                       float(cfg["months_kept"]),
-                       {str(k): float(v) for k, v in dict(cfg["keep_rates"]).items()})
-        except (KeyError, TypeError, ValueError) as err:
-            raise GymchurnError(f"economics in conf/report.yaml needs numbers offer_cost, "
-                                f"monthly_fee, months_kept and keep_rates {{low: .., mid: .., "
-                                f"high: ..}}: {err}.") from None
-        if min(made.offer_cost, made.monthly_fee, made.months_kept) < 0 or not made.keep_rates \
-                or not all(0 <= r <= 1 for r in made.keep_rates.values()):
-            raise GymchurnError("economics: costs, fee and months must be at least 0, and every "
-                                f"keep rate between 0 and 1; got {made}.")
-        return made
-
-    @property
-    def value_kept(self) -> float:
-        """What one kept member brings in."""
-        return self.monthly_fee * self.months_kept
 
 
 def campaign_value(gains: pd.DataFrame, assumptions: Assumptions) -> pd.DataFrame:
@@ -81,7 +49,7 @@ def economics_sentences(value: pd.DataFrame, assumptions: Assumptions) -> list[s
             f"{a.monthly_fee:,.0f} a month and stays {a.months_kept:g} months more (worth "
             f"{a.value_kept:,.0f}); a measure keeps "
             + ", ".join(f"{r:.0%} ({s})" for s, r in a.keep_rates.items())
-            + " of the leavers called. These are settings (conf/report.yaml, `economics`), not "
+            + " of the leavers called. These are settings (conf/economics/), not "
             "measurements: a pilot measures the keep rate."]
     if best.net_value > 0:
         text.append(f"In the {middle} scenario the best campaign calls the riskiest "
