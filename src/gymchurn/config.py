@@ -260,6 +260,20 @@ class PromoteConfig:
 
 
 @dataclass
+class OutOfFoldConfig:
+    folds: int = number(2)
+
+
+@dataclass
+class CaveatsConfig:
+    visits_now: str = MISSING
+    visits_usual: str = MISSING
+    built_from_visits_now: list[str] = field(default_factory=list)
+    self_selected: str = MISSING
+    deciles: int = number(2)
+
+
+@dataclass
 class ReportConfig:
     """conf/report.yaml: the retention-strategy report."""
 
@@ -283,7 +297,11 @@ class ReportConfig:
     portrait_features: int = number(1)
     capacity_shares: Any = MISSING  # a list of fractions in (0, 1]: checked by reporting.capacity
     economics: Any = MISSING  # conf/economics/: checked by gymchurn.economics.Assumptions
+    pilot: Any = MISSING  # what to try: checked by reporting.measures.check_pilot
     groups: Any = MISSING  # cohort curve and rule groups (reporting.groups)
+    out_of_fold: OutOfFoldConfig = field(default_factory=OutOfFoldConfig)
+    call_list_show: int = number(1)
+    caveats: CaveatsConfig = field(default_factory=CaveatsConfig)
     patterns: Any = MISSING
     what_if: Any = MISSING
 

@@ -16,7 +16,8 @@ How each output is recognised:
   exactly report.html + report.md + figures/ of PNGs; in both cases the folder may hold nothing
   but those (anything else in it would be deleted with it);
 - a scores file: its columns end with the score columns `make predict` writes, in its order
-  (the CSV header, the Parquet schema);
+  (the CSV header, the Parquet schema), today's or the layout before priority_rank and
+  suggested_action were added;
 - the benchmark record: its first line (benchmarks/bench.py passes it).
 """
 
@@ -146,12 +147,17 @@ def check_report_folder(target: Path) -> Path:
 
 
 def score_column_tails() -> list[list[str]]:
-    """The column lists a scores table ends with: probability, flag, band, then the segment
-    pair and the reasons when they were asked for (gymchurn.churn.score's order)."""
-    from gymchurn.churn.score import SCORE_COLUMNS
+    """The column lists a scores table ends with (gymchurn.churn.score's order): rank,
+    probability, flag, band, the segment pair and the reasons when they were asked for, the
+    suggested action; and the layout before the rank and the action existed (probability,
+    flag, band, segment pair, reasons), so an earlier output can still be replaced."""
+    from gymchurn.churn.reasons import REASON_COLUMNS
+    from gymchurn.churn.score import ACTION_COLUMN, BASE_COLUMNS, RANK_COLUMN, SEGMENT_COLUMNS
 
-    base, segment, reasons = SCORE_COLUMNS[:3], SCORE_COLUMNS[3:5], SCORE_COLUMNS[5:]
-    return [base, base + segment, base + reasons, base + segment + reasons]
+    optional = [[], SEGMENT_COLUMNS, REASON_COLUMNS, SEGMENT_COLUMNS + REASON_COLUMNS]
+    current = [[RANK_COLUMN, *BASE_COLUMNS, *middle, ACTION_COLUMN] for middle in optional]
+    previous = [[*BASE_COLUMNS, *middle] for middle in optional]
+    return current + previous
 
 
 def column_names(path: Path) -> list[str]:

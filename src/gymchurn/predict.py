@@ -1,10 +1,12 @@
 """Batch scoring: `make predict input=new_customers.csv output=scores.csv` / `python -m gymchurn.predict`.
 
-check options -> read the file (gymchurn.data.read_customers) while the libraries import ->
-validate with the training schema -> load the champion -> gymchurn.churn.score (probability,
-flag, risk band, segment, reasons) -> write to a temp file and rename it, so a failed run
-leaves no partial output. An existing output is replaced only when it is a previous scores
-file (gymchurn.outputs, checked before any work): anyone else's file is left alone.
+check options and the measures catalogue's shape -> read the file (gymchurn.data.read_customers)
+while the libraries import -> validate with the training schema -> check the catalogue's
+conditions on the columns -> load the champion -> gymchurn.churn.score (priority rank,
+probability, flag, risk band, segment, reasons in words, suggested action) -> write to a temp
+file and rename it, so a failed run leaves no partial output. An existing output is replaced
+only when it is a previous scores file (gymchurn.outputs, checked before any work): anyone
+else's file is left alone.
 
 Columns the model does not use (a customer id, the target if present) are carried through
 untouched; CSV columns outside the schema are read as text so an id like 007 stays 007.
@@ -29,11 +31,13 @@ def check_output(target: Path) -> Path:
     from gymchurn.outputs import check_file, is_scores_file
 
     return check_file(target, "output", is_scores_file, "a scores file written by `make predict` "
-               "(its last columns are churn_probability, churn_flag, risk_band, ...)")
+               "(its last columns are priority_rank, churn_probability, ..., suggested_action)")
 
 
 def check_options(cfg: DictConfig) -> tuple[Path, Path]:
-    """Every option a user can get wrong, checked before the model or the data is touched."""
+    """Every option a user can get wrong, checked before the model or the data is touched (the
+    catalogue's conditions need the columns: `run` checks them once the file is read)."""
+    from gymchurn.churn.actions import load_catalogue
     from gymchurn.data import file_type
 
     if OmegaConf.is_missing(cfg, "input") or not cfg.input:
@@ -52,6 +56,7 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
         raise GymchurnError(f"the output folder {target.parent} does not exist. Create it first.")
     if cfg.reasons not in REASON_CHOICES:
         raise GymchurnError(f"reasons={cfg.reasons} is not an option: use one of {REASON_CHOICES}.")
+    load_catalogue(OmegaConf.to_container(cfg.measures))
     return source, target
 
 
@@ -65,6 +70,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     # skops with all of scikit-learn, pandera).
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read_customers, source, list(cfg.data.columns))
+        from gymchurn.churn.actions import check_catalogue, load_catalogue
         from gymchurn.churn.score import SCORE_COLUMNS, score_customers
         from gymchurn.data import validate_customers, write_table
         from gymchurn.registry import (
@@ -90,6 +96,8 @@ def run(cfg: DictConfig, printer=print) -> dict:
         raise GymchurnError(
             f"input column(s) {clashes} would be overwritten by the scores; rename them."
         )
+    catalogue = load_catalogue(OmegaConf.to_container(cfg.measures))
+    check_catalogue(catalogue, X)  # a bad condition stops here, before the model is loaded
     timings["validate"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -106,8 +114,10 @@ def run(cfg: DictConfig, printer=print) -> dict:
         if segment_model is not None:
             segments = assign_segments(segment_model, X.drop(columns=[target], errors="ignore"))
         timings["segments"] = time.monotonic() - t
-    scores = score_customers(pipeline, threshold, X, raw[carried], cfg.risk_bands, cfg.reasons,
-                             int(cfg.n_jobs), int(cfg.reason_batch_rows), segments, printer)
+    labels = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
+    scores = score_customers(pipeline, threshold, X, raw[carried], cfg.risk_bands, catalogue,
+                             cfg.reasons, int(cfg.n_jobs), int(cfg.reason_batch_rows), segments,
+                             labels, printer)
     timings.update(scores.timings)
     printer(f"scored:   {scores.n_flagged:,} flagged at risk ({scores.n_flagged / len(X):.1%}); "
             "bands: " + ", ".join(f"{lab} {s:.1%}" for lab, s in scores.band_shares.items()))
@@ -115,6 +125,8 @@ def run(cfg: DictConfig, printer=print) -> dict:
     if cfg.reasons != "none":
         printer(f"reasons:  top 3 for {scores.n_reasons:,} {cfg.reasons} customers "
                 f"({scores.reason_method}, {cfg.n_jobs} threads) in {timings['reasons']:.1f} s")
+    printer("actions:  " + ", ".join(f"{name} {share:.1%}" for name, share in sorted(
+        scores.action_shares.items(), key=lambda item: -item[1])) + " (conf/measures/)")
 
     t = time.monotonic()
     out = scores.table

@@ -11,6 +11,8 @@ from gymchurn.churn.reasons import (
     contribution_method,
     contributions,
     model_input,
+    reason_values,
+    reason_words,
     top_reasons,
 )
 from gymchurn.config import compose_config
@@ -90,6 +92,56 @@ def test_top_reasons_name_the_features_that_raise_the_risk():
     assert first == ["Lifetime = 1 (+1.25)", "visit_trend = 1 (+0.30)"]
     assert second == ["visit_trend = 0.42 (+0.75)", None]  # only risk-raising features count
     assert third == ["Age = 27 (+0.50)", None]
+
+
+def test_reasons_in_words_use_plain_names_and_the_customers_values():
+    X = pd.DataFrame({"Age": [27.0, 40.0], "Lifetime": [1.0, 12.0], "visit_trend": [0.4213, 1.0],
+                      "Avg_additional_charges_total": [236.4, 3.0]})
+    contrib = np.array([[0.5, 1.25, 0.75, 0.1], [-0.2, -1.0, 0.3, -0.1]])
+    labels = {"Lifetime": "months as a member", "visit_trend": "this month's visits against "
+              "the average", "Avg_additional_charges_total": "spend on extras"}
+    first, second, third = reason_words(contrib, X, labels)
+    assert first.tolist() == ["months as a member = 1", "this month's visits against the average = 1"]
+    assert second.tolist() == ["this month's visits against the average = 0.421", None]
+    assert third.tolist() == ["Age = 27", None]  # no label: the feature's own name
+    # No model units, and no exponent notation for large values.
+    [top] = reason_words(np.array([[0.0, 0.0, 0.0, 2.0]]), X.head(1), labels, k=1)
+    assert top.tolist() == ["spend on extras = 236"]
+
+
+def test_reasons_in_words_match_a_row_by_row_wording_on_many_rows(customers):
+    """The vectorised wording (each distinct value worded once) says for every row what a
+    direct row-by-row loop says: the same features in the same order, the same shown value."""
+    rng = np.random.default_rng(3)
+    X = pd.concat([customers.drop(columns="Churn")] * 5, ignore_index=True)
+    X["Avg_additional_charges_total"] += rng.normal(0, 0.01, len(X))  # many distinct values
+    contrib = rng.normal(size=X.shape)
+    contrib[rng.random(X.shape) < 0.5] = -1.0  # many rows with fewer than 3 risk-raising
+    words = reason_words(contrib, X, {"Age": "age"})
+    for row in range(0, len(X), 7):
+        raising = [f for f in np.argsort(-contrib[row], kind="stable") if contrib[row, f] > 0][:3]
+        expected = []
+        for f in raising:
+            value = X.iat[row, f]
+            shown = (str(int(value)) if float(value).is_integer() else
+                     f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}")
+            name = "age" if X.columns[f] == "Age" else X.columns[f]
+            expected.append(f"{name} = {shown}")
+        expected += [None] * (3 - len(expected))
+        assert [w[row] for w in words] == expected, row
+
+
+def test_reason_values_are_the_customers_own_values_not_the_scaled_ones(customers):
+    pipe, X = fitted("logreg", customers, features="engineered")  # StandardScaler before the model
+    raw = customers[feature_columns(compose_config().data)]
+    shown = reason_values(pipe, raw, X)
+    assert list(shown.columns) == list(X.columns)
+    np.testing.assert_allclose(shown["Lifetime"], raw["Lifetime"])
+    np.testing.assert_allclose(shown["visit_drop"], raw["Avg_class_frequency_total"]
+                               - raw["Avg_class_frequency_current_month"])
+    assert not np.allclose(X["Lifetime"], raw["Lifetime"])  # what the model sees is scaled
+    lgbm, X_lgbm = fitted("lgbm", customers)
+    assert reason_values(lgbm, raw, X_lgbm) is X_lgbm  # nothing scaled: the model's input
 
 
 def test_a_model_without_exact_reasons_is_refused():

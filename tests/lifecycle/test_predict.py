@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from gymchurn.config import compose_config
 from gymchurn.errors import GymchurnError
@@ -33,6 +34,14 @@ def store(tmp_path_factory, tmp_path):
     return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
+def plain(value: float) -> str:
+    """A value as the reasons in words show it: whole numbers as such, from 100 on rounded to a
+    whole number, else three significant digits."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def predict(store, *overrides):
     lines = []
     result = run_predict(compose_config("predict", overrides=[*store, *overrides]), printer=lines.append)
@@ -46,8 +55,9 @@ def test_csv_scores_keep_ids_and_match_the_registered_model(store, tmp_path):
 
     assert "gym-churn-classifier version 1 @champion" in out and "segment columns left out" in out
     scores = pd.read_csv(tmp_path / "scores.csv", dtype={"customer_id": str})
-    assert list(scores.columns) == ["customer_id", "churn_probability", "churn_flag", "risk_band",
-                                    "reason_1", "reason_2", "reason_3"]
+    assert list(scores.columns) == ["customer_id", "priority_rank", "churn_probability",
+                                    "churn_flag", "risk_band", "reason_1", "reason_2", "reason_3",
+                                    "suggested_action"]
     assert scores["customer_id"].tolist() == customers["customer_id"].tolist()  # "007" stays
 
     served = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}@champion")
@@ -60,15 +70,17 @@ def test_csv_scores_keep_ids_and_match_the_registered_model(store, tmp_path):
     assert (scores.loc[flagged, "risk_band"] == "high").all()
     assert (scores.loc[scores["churn_probability"] < 0.2, "risk_band"] == "low").all()
 
-    # Reasons for the flagged customers only, led by their largest SHAP contribution.
+    # Reasons for the flagged customers only, led by their largest SHAP contribution, in words:
+    # the feature's plain name (conf/data/gym.yaml labels) and the customer's value.
     assert scores.loc[flagged, "reason_1"].notna().all() and scores.loc[~flagged, "reason_1"].isna().all()
     pipeline, _ = load_fitted_pipeline(CLASSIFIER, 1)
     features = pipeline[:-1].transform(customers[flagged.to_numpy()])
     contrib = pipeline[-1].booster_.predict(features.to_numpy(), pred_contrib=True)[:, :-1]
-    top = features.columns[contrib.argmax(axis=1)]
-    named = scores.loc[flagged, "reason_1"].str.split(" = ").str[0]
-    assert named.tolist() == top.tolist()
-    assert scores.loc[flagged, "reason_1"].str.contains(r" = .+ \(\+\d+\.\d\d\)$").all()
+    top = contrib.argmax(axis=1)
+    labels = compose_config("predict").data.labels
+    values = features.to_numpy()[np.arange(len(top)), top]
+    expected = [f"{labels[features.columns[f]]} = {plain(v)}" for f, v in zip(top, values, strict=True)]
+    assert scores.loc[flagged, "reason_1"].tolist() == expected
 
 
 def test_parquet_all_reasons_of_a_linear_model_and_the_target_carried(store, tmp_path):
@@ -82,14 +94,88 @@ def test_parquet_all_reasons_of_a_linear_model_and_the_target_carried(store, tmp
     assert scores["Churn"].tolist() == customers["Churn"].tolist()
     assert result["n_reasons"] == 30
 
-    # Linear reasons: coefficient x standardised value, the largest positive one first.
+    # Linear reasons: coefficient x standardised value, the largest positive one first; the
+    # value shown is the customer's own (months, visits), not the standardised one.
     pipeline, _ = load_fitted_pipeline(CLASSIFIER, 2)
     features = pipeline[:-1].transform(customers)
     contrib = features.to_numpy() * pipeline[-1].coef_[0]
     has_reason = contrib.max(axis=1) > 0
     assert scores["reason_1"].notna().tolist() == has_reason.tolist()
     top = features.columns[contrib.argmax(axis=1)][has_reason]
-    assert scores.loc[has_reason, "reason_1"].str.split(" = ").str[0].tolist() == top.tolist()
+    labels = compose_config("predict").data.labels
+    own = [customers[c].iloc[i] for c, i in zip(top, np.flatnonzero(has_reason), strict=True)]
+    assert scores.loc[has_reason, "reason_1"].tolist() == [
+        f"{labels[c]} = {plain(v)}" for c, v in zip(top, own, strict=True)]
+
+
+def first_matching_action(customers: pd.DataFrame, measures) -> list[str]:
+    """Each customer's action straight from the catalogue: the first measure whose `for`
+    holds, row by row, else the default."""
+    actions = []
+    for i in range(len(customers)):
+        row = customers.iloc[[i]]
+        hits = [m["action"] for m in measures["items"] if bool(row.eval(m["for"]).iloc[0])]
+        actions.append(hits[0] if hits else measures["default_action"])
+    return actions
+
+
+def test_priority_ranks_follow_the_probability_and_actions_the_catalogue(store, tmp_path):
+    customers = new_customers(80)
+    customers.loc[:9, "Avg_class_frequency_total"] = 0.0  # ties: ten customers alike ...
+    customers.loc[:9, "Avg_class_frequency_current_month"] = 0.0
+    for column in ("Lifetime", "Contract_period", "Month_to_end_contract", "Age", "Group_visits",
+                   "Promo_friends", "Avg_additional_charges_total", "Partner", "Phone", "gender",
+                   "Near_Location"):
+        customers.loc[:9, column] = customers.loc[0, column]  # ... in every column
+    customers.to_csv(tmp_path / "new.csv", index=False)
+    predict(store, f"input={tmp_path / 'new.csv'}", f"output={tmp_path / 'scores.csv'}")
+    scores = pd.read_csv(tmp_path / "scores.csv")
+
+    ranks = scores["priority_rank"]
+    assert ranks.dtype.kind == "i" and sorted(ranks) == list(range(1, len(scores) + 1))
+    by_rank = scores.sort_values("priority_rank")
+    assert by_rank["churn_probability"].is_monotonic_decreasing  # rank 1: the highest
+    tied = scores.loc[:9]
+    assert tied["churn_probability"].nunique() == 1
+    assert tied["priority_rank"].is_monotonic_increasing  # equal probabilities: by row order
+
+    measures = OmegaConf.to_container(compose_config("predict").measures)
+    assert scores["suggested_action"].tolist() == first_matching_action(
+        customers.drop(columns="customer_id"), measures)
+    assert scores["suggested_action"].nunique() > 2  # several measures, not one for everyone
+
+
+def test_a_bad_measure_condition_is_refused_before_any_output(store, tmp_path):
+    new_customers(10).to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / "scores.csv"
+    lines = []
+    cfg = compose_config("predict", overrides=[*store, f"input={tmp_path / 'new.csv'}",
+                                               f"output={output}",
+                                               "measures.items.1.for='Visits_per_week < 2'"])
+    with pytest.raises(GymchurnError) as info:
+        run_predict(cfg, printer=lines.append)
+    message = str(info.value)
+    assert "measure 'onboarding': for 'Visits_per_week < 2' cannot be evaluated" in message
+    assert "conf/measures/" in message and not output.exists()
+    assert lines == []  # before the model was loaded (its line is the first printed)
+    assert_no_partial_files(tmp_path)
+
+
+@pytest.mark.parametrize("previous", [
+    ["churn_probability", "churn_flag", "risk_band"],
+    ["churn_probability", "churn_flag", "risk_band", "segment", "segment_name",
+     "reason_1", "reason_2", "reason_3"],
+])
+def test_a_scores_file_of_the_layout_before_rank_and_action_is_still_replaced(store, tmp_path,
+                                                                              previous):
+    new_customers(10).to_csv(tmp_path / "new.csv", index=False)
+    output = tmp_path / "scores.csv"
+    output.write_text(",".join(["customer_id", *previous]) + "\n" + ",".join(["007"] + ["1"] * len(
+        previous)) + "\n")
+    predict(store, f"input={tmp_path / 'new.csv'}", f"output={output}", "reasons=none")
+    assert list(pd.read_csv(output).columns) == [
+        "customer_id", "priority_rank", "churn_probability", "churn_flag", "risk_band",
+        "suggested_action"]
 
 
 def test_segments_come_from_the_registered_segmentation_model(store, tmp_path, customers):
@@ -183,7 +269,7 @@ def test_spreadsheet_csv_with_a_byte_order_mark_gives_back_ids_byte_for_byte(sto
 
     with open(tmp_path / "scores.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:2] == ["customer_id", "churn_probability"]
+    assert rows[0][:2] == ["customer_id", "priority_rank"]
     assert [row[0] for row in rows[1:]] == ids
 
 
@@ -204,7 +290,7 @@ def test_a_previous_scores_file_is_replaced_with_ordinary_permissions(store, tmp
     predict(store, f"input={tmp_path / 'new.csv'}", f"output={output}", "reasons=all")
     assert output.read_bytes() != first
     read = pd.read_csv if suffix == ".csv" else pd.read_parquet
-    assert list(read(output).columns)[-3:] == ["reason_1", "reason_2", "reason_3"]
+    assert list(read(output).columns)[-4:] == ["reason_1", "reason_2", "reason_3", "suggested_action"]
     assert output.stat().st_mode & 0o777 == 0o666 & ~umask_027
     assert_no_partial_files(tmp_path)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,22 @@ def test_report_writes_html_markdown_figures_and_an_mlflow_run(report):
     assert "gym-churn-classifier version 1 @champion" in result.stdout
     assert "newest version: no @champion yet" in result.stdout  # the segmentation's fallback
     md = (out / "report.md").read_text()
-    headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert [h.split(". ", 1)[1] for h in headings] == [
-        "Data at a glance", "Predicting churn", "What drives churn", "Customer portraits",
-        "Who leaves: target groups", "Recommendations"]
+    headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "Summary for the head of customer relations", "1. Who to call",
+        "2. How many to call, and what it is worth", "3. Who leaves: groups to target",
+        "4. What to try", "5. Caveats", "A. Data at a glance", "B. How well the model predicts",
+        "C. What drives churn", "D. Customer portraits (segments)", "E. Measures in detail",
+        "F. The model's what-ifs and other patterns"]
+    # Page one speaks to people: no run ids, SHAP or log-odds before the appendix.
+    main, appendix = md.split("# Appendix: the technical detail")
+    assert "SHAP" not in main and "log-odds" not in main and "MLflow" not in main
+    assert not re.search(r"\b[0-9a-f]{8,32}\b", main)  # no run ids
+    assert "@challenger @champion" not in md  # one alias: the one used
+    assert "SHAP" in appendix
+    calls = pd.read_csv(out / "call_list.csv")
+    assert (calls["priority_rank"] == range(1, len(calls) + 1)).all()
+    assert calls["churn_probability"].is_monotonic_decreasing
     linked = {line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")}
     files = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
     assert linked == files and len(files) >= 10
@@ -198,7 +211,9 @@ class DevTools:
     def __init__(self, ws_url: str):
         import websocket
 
-        self.ws = websocket.create_connection(ws_url, timeout=120)
+        # No Origin header: Chromium refuses DevTools connections from an origin it was not
+        # told to allow (some builds do, some do not), and a local client has none to give.
+        self.ws = websocket.create_connection(ws_url, timeout=120, suppress_origin=True)
         self.next_id, self.events = 0, []
 
     def send(self, method: str, **params) -> dict:
@@ -268,6 +283,19 @@ def test_report_renders_in_headless_chromium_without_leaving_the_page(report, tm
         # Not blank: text and figures give many colours and a spread of brightness.
         assert pixels[..., :3].std() > 0.05
         assert len(np.unique(pixels[..., :3].reshape(-1, 3).round(2), axis=0)) > 50
+
+        # Printed to A4 by the same browser: the main part (before the appendix) fits on at
+        # most four pages; the appendix starts on a page of its own.
+        def pdf_pages() -> int:
+            pdf = base64.b64decode(tools.send("Page.printToPDF", preferCSSPageSize=True,
+                                              printBackground=True)["data"])
+            assert pdf.startswith(b"%PDF")
+            return len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", pdf))
+
+        whole = pdf_pages()
+        tools.send("Runtime.evaluate", expression="document.querySelector('.appendix').remove()")
+        main = pdf_pages()
+        assert 1 <= main <= 4 and whole > main, (main, whole)
     finally:
         browser.terminate()
         try:

@@ -16,6 +16,7 @@ from gymchurn.data import feature_columns
 from gymchurn.errors import GymchurnError
 from gymchurn.pipeline import build_pipeline
 from gymchurn.reporting.blocks import Figure, compare_rates
+from gymchurn.reporting.capacity import campaign_section
 from gymchurn.reporting.drivers import (
     churn_drivers,
     driver_direction,
@@ -23,6 +24,7 @@ from gymchurn.reporting.drivers import (
     pattern_comparison,
     permutation_table,
 )
+from gymchurn.reporting.economics import Assumptions
 from gymchurn.reporting.overview import data_overview
 from gymchurn.reporting.performance import model_performance
 from gymchurn.reporting.portraits import customer_portraits
@@ -85,10 +87,28 @@ def test_model_performance_matches_direct_computation(customers, setting):
     table = next(b for b in section.blocks if hasattr(b, "frame")).frame
     assert table["model"].tolist()[1].startswith("best xgb / raw") and len(table) == 2
     assert f"{1000 * (proba >= THRESHOLD).mean():.0f} of every 1,000" in " ".join(section.sentences)
+
+
+def test_campaign_section_matches_direct_computation(setting):
+    pipeline, X_test, y_test = setting["pipeline"], setting["X_test"], setting["y_test"]
+    proba = pipeline.predict_proba(X_test)[:, 1]
+    assumptions = Assumptions.from_config({"offer_cost": 15, "monthly_fee": 40, "months_kept": 3,
+                                           "keep_rates": {"low": 0.1, "mid": 0.2, "high": 0.3}})
+    section = campaign_section(y_test, proba, [0.1, 0.3], assumptions, "note on the threshold")
     # Campaign sizes: the riskiest 10 % of the holdout, counted directly.
     top = y_test.to_numpy()[np.argsort(-proba, kind="stable")][:round(0.1 * len(y_test))]
     assert section.numbers["leavers_reached_top_10pct"] == pytest.approx(top.sum() / y_test.sum())
     assert "gains" in {b.name for b in section.blocks if hasattr(b, "name")}
+    # The best campaign in the middle scenario, by hand: kept x 120 - called x 15 per 1,000.
+    nets = {}
+    for share in (0.1, 0.3):
+        n = round(share * len(y_test))
+        reached = y_test.to_numpy()[np.argsort(-proba, kind="stable")][:n].sum()
+        nets[share] = 0.2 * 1000 * share * (reached / n) * 120 - 1000 * share * 15
+    best = max(nets, key=nets.get)
+    assert section.numbers["best_share"] == best
+    assert section.numbers["best_net"] == pytest.approx(nets[best])
+    assert section.sentences[-1] == "note on the threshold"
 
 
 def test_drivers_rank_and_directions_match_direct_computation(customers, setting):
@@ -98,11 +118,13 @@ def test_drivers_rank_and_directions_match_direct_computation(customers, setting
                             setting["data_columns"], setting["phrases"], PATTERNS, perm_table,
                             top_n=3, seed=0)
     n = section.numbers
-    perm = n["permutation_importance"]
-    assert n["top_drivers"] == sorted(perm, key=perm.get, reverse=True)[:3]
-    assert len(n["global_importance"]) > len(setting["columns"])  # engineered features too
+    shap = n["global_importance"]
+    assert n["top_drivers"] == sorted(shap, key=shap.get, reverse=True)[:3]  # the model's own
+    assert len(shap) > len(setting["columns"])  # engineered features too
+    model_frame = setting["pipeline"][:-1].transform(customers[setting["columns"]])
+    assert set(n["directions"]) == set(n["top_drivers"])
     for column, rates in n["directions"].items():
-        x, churn = customers[column], customers["Churn"]
+        x, churn = model_frame[column], customers["Churn"]
         if x.nunique() == 2:
             a, b = churn[x == 1].mean(), churn[x == 0].mean()
         else:
@@ -174,7 +196,7 @@ def test_direction_rules_put_the_riskier_side_first():
                           "Churn": [1, 1, 1, 0, 1, 0, 0, 0]})
     phrases = {"Group_visits": {"high": "group-class goers", "low": "no group classes"}}
     sentence, rates = driver_direction(table, "Churn", "Group_visits", True, phrases)
-    assert sentence.startswith("**No group classes** (Group_visits = 0) churned 3.0 times as often")
+    assert sentence.startswith("**No group classes** churned 3.0 times as often")
     assert rates["risky_side"] == "low" and rates["risky_rate"] == 0.75
 
     table["Churn"] = [0, 0, 0, 0, 1, 0, 0, 0]
@@ -206,3 +228,28 @@ def test_global_importance_for_linear_and_forest_models(customers, family):
         assert "coefficient" in what and table["importance"].max() == pytest.approx(coef.max())
     else:
         assert "SHAP" in what and table["importance"].iloc[0] > 0
+
+
+def test_a_side_is_named_by_the_share_it_really_holds():
+    """Ties at the 25th percentile make "the lowest quarter" a third or more of the table."""
+    table = pd.DataFrame({"Lifetime": [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8],
+                          "Churn": [1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0]})
+    sentence, _ = driver_direction(table, "Churn", "Lifetime", False,
+                                   {"Lifetime": {"high": "long-standing", "low": "newcomers"}},
+                                   {"Lifetime": "months as a member"})
+    low = (table["Lifetime"] <= table["Lifetime"].quantile(0.25)).mean()
+    assert f"**Newcomers** (the lowest {low:.0%}, months as a member ≤ " in sentence
+    assert "quarter" not in sentence
+
+
+def test_a_pattern_with_the_same_customers_as_an_earlier_one_is_named_once(customers, setting):
+    perm_table = permutation_table(setting["pipeline"], setting["X_test"], setting["y_test"],
+                                   repeats=1, seed=0)
+    twins = [{"when": "Contract_period == 1", "says": "contract is month to month"},
+             {"when": "Contract_period < 3", "says": "contract is short"}]
+    section = churn_drivers(setting["pipeline"], setting["X_test"], customers, "Churn",
+                            setting["data_columns"], setting["phrases"], twins, perm_table,
+                            top_n=2, seed=0)
+    assert list(section.numbers["patterns"]) == ["contract is month to month"]
+    assert section.numbers["same_as"] == {"contract is short": "contract is month to month"}
+    assert not any("contract is short" in s for s in section.sentences)

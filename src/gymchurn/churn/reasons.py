@@ -13,11 +13,17 @@ compares the paths measured):
 Contributions are in the model's raw output units (log-odds for boosting and logistic
 regression, probability for a random forest). They are taken on the features the estimator
 sees, so engineered features (visit_trend, ...) appear under their own names.
+
+Two wordings of a customer's top reasons: `top_reasons` for analysts ("visit_trend = 0.3
+(+1.20)": feature, value, contribution) and `reason_words` for the people who call customers
+("this month's visits against the average = 0.3": the plain name from conf/data/gym.yaml
+`labels` and the customer's own value, no model units).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,6 +37,19 @@ REASON_COLUMNS = ["reason_1", "reason_2", "reason_3"]
 def model_input(pipeline, X: pd.DataFrame) -> pd.DataFrame:
     """What the final estimator sees: X through every step before `model` (named features)."""
     return pipeline[:-1].transform(X) if len(pipeline.steps) > 1 else X
+
+
+def reason_values(pipeline, X: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """The values a reason in words shows for the rows of X: the model's features before the
+    scaling steps of gymchurn.pipeline (named `preprocess_*`), so it reads "months as a member
+    = 2", not a standardised -0.8. `features` (the same rows through every step before the
+    model) is returned as it is when there is no such step, or when it renames the features."""
+    steps = [name for name, _ in pipeline.steps[:-1]]
+    first_scaling = next((i for i, name in enumerate(steps) if name.startswith("preprocess_")), None)
+    if not first_scaling:  # None: nothing scales the features; 0: no feature step before it
+        return features
+    values = pipeline[:first_scaling].transform(X)
+    return values if list(values.columns) == list(features.columns) else features
 
 
 class LightGBMContributions:
@@ -237,6 +256,60 @@ def contributions(method, X: pd.DataFrame, n_jobs: int = 2, batch_rows: int = 25
 
 def _format_value(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
+
+
+def _plain_number(value: float) -> str:
+    """A value as people write it: 2, 0.523, 12.3, 236 (never 2.36e+02)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _as_shown(values: np.ndarray) -> np.ndarray:
+    """The values rounded as `_plain_number` shows them (whole numbers from 100 on, else three
+    significant digits), so values that read the same are worded once. (A value within a
+    rounding error of half-way may end in the neighbouring last digit: 0.1235 as 0.124.)"""
+    size = np.abs(values)
+    digits = np.where(size >= 100, 0, 2 - np.floor(np.log10(np.where(size > 0, size, 1))))
+    scale = 10.0 ** digits
+    with np.errstate(invalid="ignore"):
+        return np.round(values * scale) / scale
+
+
+def _top_features(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `k` largest contributions: (feature indices, whether each raises the risk)."""
+    top = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+    return top, np.take_along_axis(contrib, top, axis=1) > 0
+
+
+def reason_words(contrib: np.ndarray, values: pd.DataFrame, labels: Mapping[str, str] | None = None,
+                 k: int = 3) -> list[np.ndarray]:
+    """For each row, its `k` features that raise the churn risk most, in words: "<plain name> =
+    <the customer's value>", e.g. "visits a week this month = 0.5". One object array per rank,
+    None where a customer has fewer than `k` risk-raising features.
+
+    `values`: the rows' features as the customer's own values (`reason_values`), columns in the
+    order of `contrib`'s; `labels`: plain names (conf/data/gym.yaml `labels`), else the feature
+    name. Each distinct (feature, value) is worded once and shared by every row that has it, so
+    1,000,000 rows cost a few vectorised passes, not a million string formats per rank.
+    """
+    labels = labels or {}
+    names = [str(labels.get(column, column)) for column in values.columns]
+    numbers = values.to_numpy(dtype=np.float64)
+    k = min(k, contrib.shape[1])
+    top, raises = _top_features(contrib, k)
+    top_value = np.take_along_axis(numbers, top, axis=1)
+    out = []
+    for rank in range(k):
+        texts = np.full(len(contrib), None, dtype=object)
+        for feature in np.unique(top[raises[:, rank], rank]):
+            rows = np.flatnonzero(raises[:, rank] & (top[:, rank] == feature))
+            distinct, which = np.unique(_as_shown(top_value[rows, rank]), return_inverse=True)
+            worded = np.array([f"{names[feature]} = {_plain_number(v)}" for v in distinct],
+                              dtype=object)
+            texts[rows] = worded[which.ravel()]
+        out.append(texts)
+    return out
 
 
 def top_reasons(contrib: np.ndarray, X: pd.DataFrame, k: int = 3) -> list[list[str | None]]:

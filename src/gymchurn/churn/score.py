@@ -1,6 +1,7 @@
-"""Scoring customers with a fitted churn pipeline: probability, flag at the model's threshold,
-risk band, segment (when a segmentation model is given), top-3 reasons (exact SHAP
-contributions). Plain inputs, a plain table out; `gymchurn.predict` reads and writes the files.
+"""Scoring customers with a fitted churn pipeline: priority rank, probability, flag at the
+model's threshold, risk band, segment (when a segmentation model is given), top-3 reasons in
+words (exact SHAP contributions), suggested action (conf/measures/). Plain inputs, a plain
+table out; `gymchurn.predict` reads and writes the files.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.churn import PROBABILITY_COLUMN, REASON_CHOICES
+from gymchurn.churn.actions import Catalogue, suggested_actions
 from gymchurn.churn.reasons import REASON_COLUMNS
 from gymchurn.errors import GymchurnError
 
-SCORE_COLUMNS = [PROBABILITY_COLUMN, "churn_flag", "risk_band", "segment", "segment_name",
-                 *REASON_COLUMNS]
+# The score columns, in order. The rank leads (sort by it to get the call order) and the
+# action ends the row (who, how likely, why, then what to do); the segment pair and the
+# reasons are there when asked for. gymchurn.outputs recognises a previous scores file by this
+# layout, and by the one before the rank and the action existed (BASE..REASON_COLUMNS).
+RANK_COLUMN, ACTION_COLUMN = "priority_rank", "suggested_action"
+BASE_COLUMNS = [PROBABILITY_COLUMN, "churn_flag", "risk_band"]
+SEGMENT_COLUMNS = ["segment", "segment_name"]
+SCORE_COLUMNS = [RANK_COLUMN, *BASE_COLUMNS, *SEGMENT_COLUMNS, *REASON_COLUMNS, ACTION_COLUMN]
 
 
 def band_cuts(risk_bands: Mapping, threshold: float) -> tuple[list[str], np.ndarray]:
@@ -46,6 +54,13 @@ def band_index(proba: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return np.clip(np.searchsorted(cuts, proba, side="right") - 1, 0, len(cuts) - 1)
 
 
+def priority_ranks(proba: np.ndarray) -> np.ndarray:
+    """1 for the highest probability, 2 for the next, ...; equal probabilities by row order."""
+    ranks = np.empty(len(proba), dtype=np.int64)
+    ranks[np.argsort(-np.asarray(proba), kind="stable")] = np.arange(1, len(proba) + 1)
+    return ranks
+
+
 def set_threads(estimator, n_jobs: int) -> None:
     """Score with `n_jobs` threads whatever the model was trained with."""
     if "n_jobs" in estimator.get_params():
@@ -71,19 +86,29 @@ class Scores:
     band_shares: dict
     reason_method: str | None
     timings: dict = field(default_factory=dict)
+    action_shares: dict = field(default_factory=dict)  # measure name -> share of customers
 
 
 def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.DataFrame,
-                    risk_bands: Mapping, reasons: str = "flagged", n_jobs: int = 2,
-                    batch_rows: int = 250_000, segments: pd.DataFrame | None = None,
+                    risk_bands: Mapping, catalogue: Catalogue, reasons: str = "flagged",
+                    n_jobs: int = 2, batch_rows: int = 250_000,
+                    segments: pd.DataFrame | None = None, labels: Mapping | None = None,
                     progress: Callable[[str], None] | None = None) -> Scores:
-    """Score validated customers `X`; `carried` (same rows) holds the columns copied through,
-    `segments` (same rows) the segment id and name when a segmentation model is used."""
-    from gymchurn.churn.reasons import contribution_method, contributions, model_input, top_reasons
+    """Score validated customers `X` (the raw columns: the model's input and the catalogue's
+    conditions); `carried` (same rows) holds the columns copied through, `segments` (same
+    rows) the segment id and name when a segmentation model is used, `labels` the plain
+    names the reasons use (conf/data/gym.yaml)."""
+    from gymchurn.churn.reasons import (
+        contribution_method,
+        contributions,
+        model_input,
+        reason_values,
+        reason_words,
+    )
 
     if reasons not in REASON_CHOICES:
         raise GymchurnError(f"reasons={reasons} is not an option: use one of {REASON_CHOICES}.")
-    labels, cuts = band_cuts(risk_bands, threshold)
+    bands, cuts = band_cuts(risk_bands, threshold)
     estimator = pipeline[-1]
     method_name, method = contribution_method(estimator) if reasons != "none" else (None, None)
     set_threads(estimator, n_jobs)
@@ -96,9 +121,10 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
     flag = proba >= threshold
     band = band_index(proba, cuts)
     out = carried.reset_index(drop=True)
+    out[RANK_COLUMN] = priority_ranks(proba)
     out[PROBABILITY_COLUMN] = proba
     out["churn_flag"] = flag.astype(np.int8)
-    out["risk_band"] = pd.Categorical.from_codes(band, categories=labels)
+    out["risk_band"] = pd.Categorical.from_codes(band, categories=bands)
     timings["score"] = time.monotonic() - t
     if segments is not None:
         out["segment"] = segments["segment"].to_numpy()
@@ -116,12 +142,19 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
                 if progress else None
             effects = contributions(method, chosen, n_jobs=n_jobs, batch_rows=batch_rows,
                                     progress=report)
-            texts = top_reasons(effects, chosen)
+            shown = reason_values(pipeline, X.iloc[rows], chosen)  # unscaled, for people
+            texts = reason_words(effects, shown, labels)
         for column, column_texts in zip(REASON_COLUMNS, texts, strict=True):
             filled = np.full(len(out), None, dtype=object)
             filled[rows] = column_texts
             out[column] = filled
         timings["reasons"] = time.monotonic() - t
-    shares = np.bincount(band, minlength=len(labels)) / len(band)
-    return Scores(out, int(flag.sum()), n_reasons, dict(zip(labels, shares, strict=True)),
-                  method_name, timings)
+
+    t = time.monotonic()
+    measures, out[ACTION_COLUMN] = suggested_actions(X, catalogue)
+    timings["actions"] = time.monotonic() - t
+    shares = np.bincount(band, minlength=len(bands)) / len(band)
+    names, counts = np.unique(measures, return_counts=True)
+    return Scores(out, int(flag.sum()), n_reasons, dict(zip(bands, shares, strict=True)),
+                  method_name, timings, dict(zip(names.tolist(), (counts / len(X)).tolist(),
+                                                 strict=True)))

@@ -43,6 +43,7 @@ class Section:
     blocks: list = field(default_factory=list)
     numbers: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # file name -> DataFrame written beside the report (CSV)
+    appendix: bool = False  # technical detail, after the main part
 
     def say(self, text: str) -> None:
         self.blocks.append(Text(text))

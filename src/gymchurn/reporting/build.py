@@ -48,8 +48,13 @@ def find_model(name: str, alias: str, kind: str, command: str):
 def check_scenarios(cfg: DictConfig) -> None:
     """Each what-if sets known columns to values conf/data/gym.yaml allows; the campaign sizes
     are fractions."""
+    from gymchurn.churn.actions import load_catalogue
+    from gymchurn.reporting.measures import check_pilot
+
     check_shares(cfg.capacity_shares)
-    Assumptions.from_config(OmegaConf.to_container(cfg.economics))
+    Assumptions.from_config(OmegaConf.to_container(cfg.economics, resolve=True))
+    load_catalogue(OmegaConf.to_container(cfg.measures, resolve=True))
+    check_pilot(OmegaConf.to_container(cfg.pilot, resolve=True))
     columns = cfg.data.columns
     for scenario in cfg.what_if:
         for column, value in scenario.set.items():
@@ -100,8 +105,54 @@ def segment_labels(name: str, version, customers: pd.DataFrame, columns) -> tupl
     return assigned["segment"].to_numpy(), names, clustered
 
 
+def version_label(version, how: str) -> str:
+    """"gym-churn-classifier version 3 (lgbm/engineered, @champion)": one alias, the one used."""
+    tags = version.tags or {}
+    what = "/".join(tags[k] for k in ("model_family", "feature_set") if k in tags)
+    return f"{version.name} version {version.version} ({', '.join(filter(None, (what, how)))})"
+
+
+def threshold_note(threshold: float, rule: str | None, assumptions: Assumptions, oof_active,
+                   ) -> str:
+    """Which threshold the flag uses and why, and where a call starts to pay (economics)."""
+    pays_from = assumptions.break_even_probability()
+    why = {"f1": "the best balance of leavers found and false alarms, chosen on out-of-fold "
+                 "predictions of the training split",
+           "cost": f"where a call pays in the {assumptions.middle} scenario, chosen on "
+                   "out-of-fold predictions of the training split"}.get(
+        rule or "", "its training run did not record the rule")
+    above = int((oof_active >= pays_from).sum())
+    return (f"**Which threshold.** \"At risk\" means a churn probability of at least "
+            f"{threshold:.2f}, the churn model's own threshold (rule {rule or 'unknown'}: {why}). "
+            f"In the {assumptions.middle} scenario a call pays from a probability of "
+            f"{pays_from:.2f} (offer cost / (keep rate x member value)); {above:,} of the "
+            f"{len(oof_active):,} active customers are above it. Train with "
+            "`threshold.rule=cost` to make the flag follow the economics.")
+
+
+def threshold_rule(version) -> str | None:
+    """The rule behind the version's threshold: its tag, else its training run's parameter
+    (versions registered before the tag existed), else None."""
+    rule = (version.tags or {}).get("threshold_rule")
+    if rule is None and version.run_id:
+        import mlflow
+
+        rule = mlflow.get_run(version.run_id).data.params.get("threshold_rule")
+    return rule
+
+
 def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]:
-    """Every section of the report, and what it was built from (the registry must be open)."""
+    """Every section of the report, and what it was built from (the registry must be open):
+    page one, the main part for the department, then the technical appendix."""
+    from gymchurn.churn.actions import check_catalogue, load_catalogue
+    from gymchurn.churn.out_of_fold import out_of_fold
+    from gymchurn.features import BehaviourChangeFeatures
+    from gymchurn.reporting.call_list import call_list_table, who_to_call
+    from gymchurn.reporting.capacity import campaign_section
+    from gymchurn.reporting.caveats import calibration_table_block, caveats
+    from gymchurn.reporting.measures import check_pilot, what_to_try
+    from gymchurn.reporting.summary import PageOne, page_one, target_group_table
+
     check_scenarios(cfg)
     churn_version, churn_how = find_model(cfg.classifier, cfg.alias, "churn model",
                                           "make experiment")
@@ -111,52 +162,98 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
         printer(f"using {describe_version(version)}: {how}")
 
     df, _ = load_customers(cfg.data)
+    catalogue = load_catalogue(OmegaConf.to_container(cfg.measures, resolve=True))
+    check_catalogue(catalogue, df)
+    pilot = check_pilot(OmegaConf.to_container(cfg.pilot, resolve=True))
+    assumptions = Assumptions.from_config(OmegaConf.to_container(cfg.economics, resolve=True))
     digest = table_digest(df)
     target, columns = cfg.data.target, feature_columns(cfg.data)
+    y = df[target].to_numpy()
+    active = y == 0  # in this table the customers who stayed stand for the still-active ones
     pipeline, threshold = load_fitted_pipeline(cfg.classifier, churn_version.version)
     X_test, y_test, holdout_note = holdout_split(cfg, df, churn_version, digest)
     labels, names, clustered = segment_labels(cfg.segmentation, segment_version, df, columns)
     phrases = OmegaConf.to_container(cfg.data.phrases) if "phrases" in cfg.data else {}
+    plain = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
     data_columns = OmegaConf.to_container(cfg.data.columns)
     bands, cuts = band_cuts(cfg.risk_bands, threshold)
+    champion = version_label(churn_version, churn_how)
 
-    champion = f"{describe_version(churn_version)}, {churn_how}"
-    sections = []
     timed = time.monotonic()
 
-    def done(section: Section) -> Section:
+    def done(section: Section, appendix: bool = False) -> Section:
         nonlocal timed
-        printer(f"  {section.title:<28} {time.monotonic() - timed:5.1f} s")
+        printer(f"  {section.title:<40} {time.monotonic() - timed:5.1f} s")
         timed = time.monotonic()
-        sections.append(section)
+        section.appendix = appendix
         return section
 
-    proba = pipeline.predict_proba(df[columns])[:, 1]  # every customer: sections 2 and 5
+    oof = out_of_fold(pipeline, df[columns], df[target], int(cfg.out_of_fold.folds), int(cfg.seed),
+                      reason_rows=active, labels=plain)
+    printer(f"  {'out-of-fold scores':<40} {time.monotonic() - timed:5.1f} s")
+    timed = time.monotonic()
+    proba = pipeline.predict_proba(df[columns])[:, 1]  # in-sample: the appendix's what-ifs
+    proba_test = pipeline.predict_proba(X_test)[:, 1]
     permutation = permutation_table(pipeline, X_test, y_test, int(cfg.permutation_repeats),
                                     int(cfg.seed))
-    done(data_overview(df, target, data_columns, float(cfg.strong_correlation)))
-    done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
-                           holdout_note, family_runs(churn_version, digest),
-                           list(cfg.capacity_shares),
-                           Assumptions.from_config(OmegaConf.to_container(cfg.economics))))
-    done(churn_drivers(pipeline, X_test, df, target, data_columns, phrases,
-                       OmegaConf.to_container(cfg.patterns), permutation, int(cfg.top_drivers),
-                       int(cfg.seed)))
-    done(customer_portraits(df, target, labels, names, clustered, phrases,
-                            f"{describe_version(segment_version)}, {segment_how}",
-                            int(cfg.portrait_features)))
-    done(target_groups(df, target, columns, data_columns,
-                       OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {},
-                       phrases, OmegaConf.to_container(cfg.groups), int(cfg.seed)))
-    done(recommendations(
+    drivers = done(churn_drivers(pipeline, X_test, df, target, data_columns, phrases,
+                                 OmegaConf.to_container(cfg.patterns), permutation,
+                                 int(cfg.top_drivers), int(cfg.seed), plain,
+                                 BehaviourChangeFeatures.definitions), appendix=True)
+    ranks = {c: i + 1 for i, c in enumerate(drivers.numbers["top_drivers"])}
+    note = threshold_note(threshold, threshold_rule(churn_version), assumptions,
+                          oof.proba[active])
+    calls = call_list_table(df, target, oof, threshold, labels, names, catalogue)
+    call = done(who_to_call(calls, threshold, note, int(cfg.call_list_show)))
+    campaign = done(campaign_section(y_test, proba_test, list(cfg.capacity_shares), assumptions))
+    groups = done(target_groups(df, target, columns, data_columns, plain, phrases,
+                                OmegaConf.to_container(cfg.groups), int(cfg.seed)))
+    rule_groups = groups.numbers["rule_groups"]
+    chosen = rule_groups[rule_groups["churn_rate"] > y.mean()].head(int(cfg.target_groups))
+    group_list = [(f"G{i + 1}", r.members, r.members & active)  # G1..: named on page one
+                  for i, r in enumerate(chosen.itertuples(index=False))]
+    measures = done(what_to_try(df, target, group_list, catalogue, pilot, ranks, plain))
+    measure_details = done(what_to_try(df, target, group_list, catalogue, pilot, ranks, plain,
+                                       detail=True), appendix=True)
+    first_actions = [g["measures"][0]["action"] if g["measures"] else catalogue.default_action
+                     for g in measures.numbers["groups"]]
+    targets = target_group_table(chosen, y, oof.proba, first_actions, assumptions,
+                                 int(cfg.target_groups))
+    # The visits column's rank among the drivers, counting the features built from it.
+    visits_rank = min((ranks[c] for c in [cfg.caveats.visits_now,
+                                          *cfg.caveats.built_from_visits_now] if c in ranks),
+                      default=None)
+    warnings = done(caveats(pipeline, df, columns, target, oof.proba, oof.fold,
+                            OmegaConf.to_container(cfg.caveats), plain, visits_rank))
+    summary = page_one(PageOne(
+        n_customers=len(df), n_left=int(y.sum()), first_month=groups.numbers["first_month"],
+        settled=groups.numbers["settled"], settled_month=int(cfg.groups.cohort_months) + 1,
+        drivers=[plain.get(c, c) for c in drivers.numbers["top_drivers"]],
+        gains=campaign.numbers["gains"], middle=assumptions.middle,
+        best_share=campaign.numbers["best_share"], best_kept=campaign.numbers["best_kept"],
+        best_net=campaign.numbers["best_net"],
+        break_even_keep_rate=campaign.numbers["break_even_keep_rate"],
+        active=int(active.sum()), at_risk=int(call.numbers["at_risk"]), groups=targets,
+        caveats=warnings.numbers["short"]))
+
+    overview = done(data_overview(df, target, data_columns, float(cfg.strong_correlation)), True)
+    model = done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
+                                   holdout_note, family_runs(churn_version, digest)), True)
+    calibration_table_block(model, warnings.numbers["calibration"])
+    portraits = done(customer_portraits(df, target, labels, names, clustered, phrases,
+                                        version_label(segment_version, segment_how),
+                                        int(cfg.portrait_features)), True)
+    what_ifs = done(recommendations(
         ScoredTable(pipeline, threshold, df, target, columns, proba, bands, cuts), labels, names,
         dict(zip(permutation["feature"], permutation["importance_mean"], strict=True)),
         strong_pairs(df, columns, float(cfg.strong_correlation)),
         Rules(OmegaConf.to_container(cfg.what_if), int(cfg.target_groups), float(cfg.min_drop),
-              float(cfg.negligible_importance))))
+              float(cfg.negligible_importance))), True)
+    sections = [summary, call, campaign, groups, measures, warnings,
+                overview, model, drivers, portraits, measure_details, what_ifs]
     sources = {
-        "classifier": f"{cfg.classifier} v{churn_version.version}, {churn_how}",
-        "segmentation": f"{cfg.segmentation} v{segment_version.version}, {segment_how}",
+        "classifier": champion,
+        "segmentation": version_label(segment_version, segment_how),
         "classifier_version": churn_version.version, "segmentation_version": segment_version.version,
         "data_digest": digest, "n_customers": len(df),
     }

@@ -52,7 +52,7 @@ def gains_figure(y_true, proba, table: pd.DataFrame):
     y_sorted = np.asarray(y_true, dtype=int)[np.argsort(-np.asarray(proba), kind="stable")]
     contacted = np.arange(len(y_sorted) + 1) / len(y_sorted)
     reached = np.r_[0, np.cumsum(y_sorted)] / y_sorted.sum()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(contacted, reached, label="the riskiest first (the model)")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="at random")
     ax.scatter(table["share_contacted"], table["share_of_leavers"], zorder=3)
@@ -78,3 +78,45 @@ def capacity_sentence(table: pd.DataFrame) -> str:
         text += (f" Calling {last.share_contacted:.0%} reaches {last.share_of_leavers:.0%} of "
                  f"them, with {last.precision:.0%} of the calls on leavers.")
     return text
+
+
+def campaign_section(y_test, proba, shares: Sequence[float], assumptions,
+                     threshold_note: str = ""):
+    """How many to call (gains on the holdout) and what each campaign size is worth under the
+    stated assumptions (gymchurn.economics), with which threshold the flag uses and why."""
+    from gymchurn.reporting.blocks import Section, frame_of
+    from gymchurn.reporting.economics import PER, campaign_value, economics_sentences
+
+    section = Section("campaign", "How many to call, and what it is worth")
+    gains = gains_table(y_test, proba, shares)
+    section.numbers.update({f"leavers_reached_top_{round(100 * r.share_contacted)}pct":
+                            r.share_of_leavers for r in gains.itertuples(index=False)})
+    section.numbers["gains"] = gains
+    section.say(capacity_sentence(gains) + " Measured on the holdout (customers the model never "
+                "saw); use it to size a campaign.")
+    value = campaign_value(gains, assumptions)
+    middle = assumptions.middle
+    rows = []
+    for g in gains.itertuples(index=False):
+        mine = value[value["share_contacted"] == g.share_contacted].set_index("scenario")
+        rows.append({"riskiest called": f"{g.share_contacted:.0%}",
+                     "leavers reached": f"{g.share_of_leavers:.0%}",
+                     "calls on leavers": f"{g.precision:.0%}",
+                     f"kept per {PER:,} ({middle})": f"{mine.loc[middle, 'members_kept']:.0f}",
+                     **{f"net, {s}": f"{mine.loc[s, 'net_value']:,.0f}" for s in mine.index},
+                     "pays from keep rate": f"{mine['break_even_keep_rate'].iloc[0]:.0%}"})
+    section.table(f"Calling the riskiest customers first: leavers reached (holdout) and what the "
+                  f"campaign is worth per {PER:,} customers under the assumptions below.",
+                  frame_of(rows))
+    for sentence in economics_sentences(value, assumptions):
+        section.say(sentence)
+    mid = value[value["scenario"] == middle]
+    best = mid.loc[mid["net_value"].idxmax()]
+    section.numbers.update(break_even_keep_rate=float(value["break_even_keep_rate"].min()),
+                           best_share=float(best.share_contacted),
+                           best_kept=float(best.members_kept), best_net=float(best.net_value))
+    if threshold_note:
+        section.say(threshold_note)
+    section.figure("gains", "Share of leavers reached by calling the riskiest customers first "
+                   "(holdout).", gains_figure(y_test, proba, gains))
+    return section

@@ -23,24 +23,27 @@ from gymchurn.reporting.blocks import (
 
 
 def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: bool,
-                     phrases: Mapping) -> tuple[str, dict] | None:
+                     phrases: Mapping, labels: Mapping[str, str] | None = None
+                     ) -> tuple[str, dict] | None:
     """One sentence on how churn differs across `column`, riskier side first.
 
-    Rule: a binary column compares its two values; a numeric one its lowest quarter with its
-    highest quarter (values <= 25th and >= 75th percentile), or below/above the median when
-    the quarters coincide. None when one side is empty.
+    Rule: a binary column compares its two values; a numeric one its low end with its high end
+    (values <= 25th and >= 75th percentile), or below/above the median when those coincide.
+    Each side is named by the share of customers it really holds (ties at a percentile can make
+    "the lowest quarter" a third of the table). None when one side is empty.
     """
     x, churn = customers[column], customers[target]
+    name = (labels or {}).get(column, column)
     if binary:
-        low, high, low_text, high_text = x == 0, x == 1, f"{column} = 0", f"{column} = 1"
+        low, high, low_text, high_text = x == 0, x == 1, None, None
     else:
         q25, q50, q75 = x.quantile([0.25, 0.5, 0.75])
         if q25 < q75:
-            low, high = x <= q25, x >= q75
-            low_text, high_text = f"lowest quarter, {column} ≤ {q25:.3g}", f"highest quarter, ≥ {q75:.3g}"
+            low, high, low_cut, high_cut = x <= q25, x >= q75, f"≤ {q25:.3g}", f"≥ {q75:.3g}"
         else:
-            low, high = x < q50, x >= q50
-            low_text, high_text = f"{column} < {q50:.3g}", f"{column} ≥ {q50:.3g}"
+            low, high, low_cut, high_cut = x < q50, x >= q50, f"< {q50:.3g}", f"≥ {q50:.3g}"
+        low_text = f"the lowest {low.mean():.0%}, {name} {low_cut}"
+        high_text = f"the highest {high.mean():.0%}, {name} {high_cut}"
     if not low.any() or not high.any():
         return None
     rates = compare_groups(churn, low, high)
@@ -48,16 +51,19 @@ def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: 
     if high_is_risky:
         rates = compare_groups(churn, high, low)
     risky, safe = (high_text, low_text) if high_is_risky else (low_text, high_text)
-    sentence = compare_rates(
-        f"**{side_phrase(column, high_is_risky, phrases).capitalize()}** ({risky})", rates,
-        f"**{side_phrase(column, not high_is_risky, phrases)}** ({safe})",
-    )
+
+    def side(high_side: bool, text: str | None, first: bool = False) -> str:
+        words = side_phrase(column, high_side, phrases)
+        words = words[:1].upper() + words[1:] if first else words
+        return f"**{words}**" + (f" ({text})" if text else "")
+
+    sentence = compare_rates(side(high_is_risky, risky, first=True), rates,
+                             side(not high_is_risky, safe))
     return sentence, {**rates, "risky_side": "high" if high_is_risky else "low"}
 
 
-def pattern_comparison(customers: pd.DataFrame, target: str, when: str, says: str) -> tuple[str, dict]:
-    """Churn of customers matching a configured condition (pandas `eval` over the columns)
-    against everyone else."""
+def pattern_mask(customers: pd.DataFrame, when: str) -> pd.Series:
+    """The customers a configured condition (pandas `eval` over the columns) selects."""
     try:
         mask = customers.eval(when)
     except Exception as err:  # pandas raises many kinds for a bad expression
@@ -67,6 +73,12 @@ def pattern_comparison(customers: pd.DataFrame, target: str, when: str, says: st
         ) from None
     if not isinstance(mask, pd.Series) or mask.dtype != bool:
         raise GymchurnError(f"report pattern '{when}' is not a yes/no condition; fix conf/report.yaml.")
+    return mask
+
+
+def pattern_comparison(customers: pd.DataFrame, target: str, when: str, says: str) -> tuple[str, dict]:
+    """Churn of customers matching a configured condition against everyone else."""
+    mask = pattern_mask(customers, when)
     if not mask.any() or mask.all():
         return (f"Customers whose {says}: {'none' if not mask.any() else 'all'} of them, so there "
                 "is nothing to compare.", {"n": int(mask.sum())})
@@ -120,19 +132,38 @@ def permutation_table(pipeline, X_test: pd.DataFrame, y_test: pd.Series, repeats
         "importance_mean", ascending=False).reset_index(drop=True)
 
 
+def overlap(a: pd.Series, b: pd.Series) -> float:
+    """Share of customers in either group who are in both (Jaccard)."""
+    either = (a | b).sum()
+    return float((a & b).sum() / either) if either else 1.0
+
+
 def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, target: str,
                   columns: Mapping, phrases: Mapping, patterns: Sequence[Mapping],
-                  perm_table: pd.DataFrame, top_n: int = 4, seed: int = 0) -> Section:
-    """`perm_table`: `permutation_table` of the pipeline on the holdout `X_test`."""
+                  perm_table: pd.DataFrame, top_n: int = 4, seed: int = 0,
+                  labels: Mapping[str, str] | None = None,
+                  definitions: Mapping[str, str] | None = None,
+                  same_customers: float = 0.9) -> Section:
+    """`perm_table`: `permutation_table` of the pipeline on the holdout `X_test`; `labels`:
+    plain names of the columns (engineered ones too); `definitions`: what each engineered
+    feature is; `same_customers`: the overlap from which two patterns are one finding."""
     from sklearn.inspection import PartialDependenceDisplay
 
-    section = Section("drivers", "3. What drives churn")
+    labels = labels or {}
+    section = Section("drivers", "What drives churn")
     shap_table, what, figure = global_importance(pipeline, X_test)
     section.numbers["global_importance"] = dict(zip(shap_table["feature"], shap_table["importance"],
                                                     strict=True))
-    section.say(f"Global importance: {what}, on the holdout's {len(X_test):,} customers; the "
-                f"model's own features, engineered ones included. Largest: "
-                + ", ".join(shap_table["feature"].head(top_n)) + ".")
+    top = list(shap_table["feature"].head(top_n))
+    section.numbers["top_drivers"] = top
+    engineered = [c for c in top if definitions and c in definitions]
+    # Rule: the driver prose follows the model's own importance (SHAP for trees, coefficients
+    # for linear models), engineered features included and defined where first named.
+    section.say(f"What the model leans on most ({what}, on the holdout's {len(X_test):,} "
+                "customers): " + ", ".join(f"{i + 1}. {labels.get(c, c)}"
+                                           for i, c in enumerate(top)) + "."
+                + ("".join(f" {labels.get(c, c).capitalize()} is {definitions[c]}."
+                           for c in engineered)))
     section.figure("global_importance", f"Global importance: {what}. In the SHAP plot each dot "
                    "is a customer; red = high value of the feature, right = pushes towards churn.",
                    figure)
@@ -143,51 +174,68 @@ def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, targe
                    "ROC AUC drops when one column is shuffled (any model).",
                    importance_figure(perm_table, "Permutation importance (holdout)"))
     section.table("The raw columns ranked by permutation importance (drop in holdout ROC AUC).",
-                  frame_of([{"rank": i + 1, "feature": r.feature, "AUC drop": r.importance_mean,
-                             "± sd": r.importance_std} for i, r in enumerate(perm_table.itertuples())],
+                  frame_of([{"rank": i + 1, "column": labels.get(r.feature, r.feature),
+                             "AUC drop": r.importance_mean, "± sd": r.importance_std}
+                            for i, r in enumerate(perm_table.itertuples())],
                            {"AUC drop": ".4f", "± sd": ".4f"}))
 
-    top = list(perm_table["feature"].head(top_n))
-    section.numbers["top_drivers"] = top
-    section.say("Top drivers (by permutation importance, the measure every model family shares): "
-                + ", ".join(f"{i + 1}. {c}" for i, c in enumerate(top)) + ".")
+    raw_top = list(perm_table["feature"].head(top_n))
     display = PartialDependenceDisplay.from_estimator(  # floats: sklearn refuses integer grids
-        pipeline, X_test.astype("float64"), top, kind="average", grid_resolution=20,
-        n_cols=min(len(top), 4), random_state=seed,
+        pipeline, X_test.astype("float64"), raw_top, kind="average", grid_resolution=20,
+        n_cols=min(len(raw_top), 4), random_state=seed,
     )
-    display.figure_.set_size_inches(3.2 * min(len(top), 4), 3.0 * int(np.ceil(len(top) / 4)))
+    display.figure_.set_size_inches(3.2 * min(len(raw_top), 4), 3.0 * int(np.ceil(len(raw_top) / 4)))
     display.figure_.suptitle("Partial dependence: the model's mean churn probability as one "
                              "column varies", fontsize=9)
     display.figure_.tight_layout()
     section.figure("partial_dependence", "Partial dependence of the predicted churn "
-                   "probability on each top driver (the other columns as observed).",
+                   "probability on the raw columns that matter most (permutation importance).",
                    display.figure_)
+    curves = {c: np.ravel(r["average"]) for c, r in zip(raw_top, display.pd_results, strict=True)}
+    grids = {c: np.ravel(r["grid_values"][0]) for c, r in zip(raw_top, display.pd_results,
+                                                               strict=True)}
 
+    # The model's own features for every customer (engineered ones computed), with churn.
+    features = [c for c in columns if c != target and c in customers]
+    model_frame = model_input(pipeline, customers[features]).assign(**{target: customers[target]})
     binary = set(binary_columns(columns))
     directions = {}
     # Rule: for each top driver, the observed churn of its riskier side against its safer side
-    # (see driver_direction), then the model's view (partial dependence from low to high).
-    for column, pdp in zip(top, display.pd_results, strict=True):
-        found = driver_direction(customers, target, column, column in binary, phrases)
+    # (see driver_direction), then, for a raw column, the model's view (partial dependence).
+    for column in top:
+        if column not in model_frame:
+            continue
+        found = driver_direction(model_frame, target, column, column in binary, phrases, labels)
         if found is None:
             continue
         sentence, rates = found
-        curve = np.ravel(pdp["average"])
-        grid = np.ravel(pdp["grid_values"][0])
-        sentence += (f" In the model, moving {column} from {grid[0]:.3g} to {grid[-1]:.3g} moves the "
-                     f"mean predicted churn from {pct(curve[0])} to {pct(curve[-1])}.")
-        # Rule: when the partial dependence runs against the observed rates, say so: with the
-        # other columns held as they are, the column acts beyond what it shares with them.
-        observed_rises = rates["risky_side"] == "high"
-        if abs(curve[-1] - curve[0]) >= 0.01 and (curve[-1] > curve[0]) != observed_rises:
-            sentence += (" This runs against the raw rates: with the other columns held as they "
-                         f"are, {column} adds information beyond what it shares with them "
-                         "(see the strongly correlated pairs).")
-        directions[column] = {**rates, "pdp_start": float(curve[0]), "pdp_end": float(curve[-1])}
+        directions[column] = dict(rates)
+        if column in curves:
+            curve, grid = curves[column], grids[column]
+            sentence += (f" In the model, moving {labels.get(column, column)} from {grid[0]:.3g} "
+                         f"to {grid[-1]:.3g} moves the mean predicted churn from {pct(curve[0])} "
+                         f"to {pct(curve[-1])}.")
+            # Rule: when the partial dependence runs against the observed rates, say so.
+            if abs(curve[-1] - curve[0]) >= 0.01 and (curve[-1] > curve[0]) != (
+                    rates["risky_side"] == "high"):
+                sentence += (" This runs against the raw rates: with the other columns held as "
+                             "they are, the column adds information beyond what it shares with "
+                             "them (see the strongly correlated pairs).")
+            directions[column].update(pdp_start=float(curve[0]), pdp_end=float(curve[-1]))
         section.say(sentence)
     section.numbers["directions"] = directions
+
+    # Rule: a pattern that selects nearly the same customers as an earlier one (overlap at
+    # least `same_customers`) is the same finding: named once, not reported twice.
+    seen: list[tuple[str, pd.Series]] = []
     for pattern in patterns:
+        mask = pattern_mask(customers, pattern["when"])
+        twin = next((says for says, other in seen if overlap(mask, other) >= same_customers), None)
+        if twin is not None:
+            section.numbers.setdefault("same_as", {})[pattern["says"]] = twin
+            continue
         sentence, rates = pattern_comparison(customers, target, pattern["when"], pattern["says"])
         section.numbers.setdefault("patterns", {})[pattern["says"]] = rates
+        seen.append((pattern["says"], mask))
         section.say(sentence)
     return section

@@ -72,7 +72,8 @@ def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth
                 min_share: float, seed: int, data_columns: Mapping,
                 labels: Mapping[str, str], phrases: Mapping) -> pd.DataFrame:
     """The leaves of a shallow decision tree fitted to churn on the raw columns, as rules in
-    words with their customers, share, churn rate and leavers, the most leavers first."""
+    words with their customers, share, churn rate, leavers and members (a boolean mask), the
+    most leavers first."""
     from sklearn.tree import DecisionTreeClassifier
 
     X, y = df[list(columns)], df[target].astype(int)
@@ -94,7 +95,8 @@ def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth
             rows.append({"rule": " and ".join(parts) or "every customer",
                          "customers": int(members.sum()), "share": float(members.mean()),
                          "churn_rate": float(y[members].mean()),
-                         "leavers": int(y[members].sum()), "conditions": len(parts)})
+                         "leavers": int(y[members].sum()), "conditions": len(parts),
+                         "members": members})  # a boolean mask over the table's rows
             return
         column, cut = columns[t.feature[node]], float(t.threshold[node])
         lower, upper = bounds.get(column, (None, None))
@@ -111,7 +113,7 @@ def target_groups(df: pd.DataFrame, target: str, columns: Sequence[str], data_co
     """Section 5: the cohort curve and the rule groups, with the sentences they support."""
     from gymchurn.reporting.blocks import Section, frame_of
 
-    section = Section("groups", "5. Who leaves: target groups")
+    section = Section("groups", "Who leaves: groups to target")
     tenure, contract = settings["tenure_column"], settings["contract_column"]
     cohorts = cohort_table(df, target, tenure, contract, int(settings["cohort_months"]))
     first = cohorts.loc[0, "rate"]
@@ -130,7 +132,8 @@ def target_groups(df: pd.DataFrame, target: str, columns: Sequence[str], data_co
                          float(settings["min_share"]), seed, data_columns, labels, phrases)
     shown = groups.head(int(settings["show"]))
     top = shown.iloc[0]
-    section.numbers.update(top_group_leavers=int(top.leavers), top_group_churn=float(top.churn_rate))
+    section.numbers.update(top_group_leavers=int(top.leavers), top_group_churn=float(top.churn_rate),
+                           rule_groups=groups, first_month=dict(first), settled=dict(settled))
     section.say(
         f"Groups found from the data (the leaves of a decision tree of depth "
         f"{int(settings['max_depth'])} on the raw columns, each a filter a CRM can apply), the "

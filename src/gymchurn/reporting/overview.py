@@ -22,7 +22,7 @@ from gymchurn.segments.portraits import standardised_differences
 
 def data_overview(customers: pd.DataFrame, target: str, columns: Mapping,
                   strong_correlation: float = 0.7) -> Section:
-    section = Section("data", "1. Data at a glance")
+    section = Section("data", "Data at a glance")
     features = [c for c in columns if c != target and c in customers]
     churn = customers[target]
     n, churned = len(customers), int(churn.sum())

@@ -1,9 +1,7 @@
-"""Section 2, predicting churn: the champion's holdout metrics beside each family's best run,
-curves, the threshold in customers per 1,000, calibration in words."""
+"""Appendix, how well the model predicts: the champion's holdout metrics beside each family's
+best run, curves, the threshold in customers per 1,000, calibration in words."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,23 +9,17 @@ import pandas as pd
 from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.plots import classifier_figures
 from gymchurn.reporting.blocks import Section, frame_of, pct
-from gymchurn.reporting.capacity import capacity_sentence, gains_figure, gains_table
-from gymchurn.reporting.economics import PER, Assumptions, campaign_value, economics_sentences
 
 METRIC_COLUMNS = ["roc_auc", "accuracy", "precision", "recall", "f1", "log_loss"]
 
 
 def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: pd.Series,
                       all_proba: np.ndarray, champion: str, holdout_note: str,
-                      families: pd.DataFrame | None,
-                      capacity_shares: Sequence[float] = (0.05, 0.1, 0.2, 0.3),
-                      assumptions: Assumptions | None = None) -> Section:
+                      families: pd.DataFrame | None) -> Section:
     """Holdout metrics of the champion (computed here), the other families' best runs (from
     MLflow, passed in as `families`), curves, the threshold in customers per 1,000 (of the
-    holdout, and of the whole table, whose probabilities are `all_proba`), and how many
-    leavers calling the riskiest `capacity_shares` of the holdout reaches (gains), and what
-    each campaign is worth under the stated `assumptions`."""
-    section = Section("model", "2. Predicting churn")
+    holdout, and of the whole table, whose probabilities are `all_proba`)."""
+    section = Section("model", "How well the model predicts")
     proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, proba, threshold)
     section.numbers.update({f"test_{k}": v for k, v in metrics.items()}, threshold=threshold)
@@ -78,31 +70,4 @@ def model_performance(pipeline, threshold: float, X_test: pd.DataFrame, y_test: 
                     f"prediction is {pct(proba.mean())} against {pct(y_test.mean())} observed "
                     f"(Brier score {metrics['brier']:.3f}).")
 
-    gains = gains_table(y_test, proba, capacity_shares)
-    section.numbers.update({f"leavers_reached_top_{round(100 * r.share_contacted)}pct":
-                            r.share_of_leavers for r in gains.itertuples(index=False)})
-    section.say(capacity_sentence(gains) + " Measured on the holdout; use it to size a campaign.")
-    words = {"share_contacted": "customers called (share)", "contacted": "customers called",
-             "leavers_reached": "leavers among them", "share_of_leavers": "share of all leavers",
-             "precision": "share of calls on leavers", "lift": "times better than at random"}
-    section.table("Calling the riskiest customers first (holdout): how many leavers each "
-                  "campaign size reaches.", frame_of(gains.rename(columns=words).to_dict("records"), {
-                      words["share_contacted"]: ".0%", words["share_of_leavers"]: ".0%",
-                      words["precision"]: ".0%", words["lift"]: ".1f"}))
-    section.figure("gains", "Share of leavers reached by calling the riskiest customers first.",
-                   gains_figure(y_test, proba, gains))
-    if assumptions is not None:
-        value = campaign_value(gains, assumptions)
-        for sentence in economics_sentences(value, assumptions):
-            section.say(sentence)
-        section.numbers.update(break_even_keep_rate=float(value["break_even_keep_rate"].min()))
-        section.table(f"What a campaign is worth per {PER:,} customers, by campaign size and "
-                      "keep-rate scenario (assumptions above).", frame_of([{
-                          "customers called (share)": format(r.share_contacted, ".0%"),
-                          "scenario": f"{r.scenario} ({r.keep_rate:.0%} kept)",
-                          "members kept": format(r.members_kept, ".0f"),
-                          "cost": format(r.cost, ",.0f"), "value kept": format(r.value_kept, ",.0f"),
-                          "net value": format(r.net_value, ",.0f"),
-                          "pays from keep rate": format(r.break_even_keep_rate, ".0%")}
-                          for r in value.itertuples(index=False)]))
     return section

@@ -16,7 +16,7 @@ from gymchurn.segments.portraits import portrait_table, standardised_differences
 def customer_portraits(customers: pd.DataFrame, target: str, labels, names: Mapping[int, str],
                        clustered: Sequence[str], phrases: Mapping, source: str,
                        top_features: int = 3) -> Section:
-    section = Section("segments", "4. Customer portraits")
+    section = Section("segments", "Customer portraits (segments)")
     features = [c for c in customers.columns if c != target]
     labels = np.asarray(labels)
     differences = standardised_differences(customers[features], labels)

@@ -58,7 +58,7 @@ def recommendations(scored: ScoredTable, labels, names: Mapping[int, str],
                     rules: Rules) -> Section:
     """`labels`/`names`: each customer's segment and the segments' names; `permutation`:
     feature -> permutation importance, largest first; `strong_pairs`: (a, b, r) near duplicates."""
-    section = Section("recommendations", "6. Recommendations")
+    section = Section("recommendations", "The model's what-ifs and other patterns")
     pipeline, threshold, customers, target = (scored.pipeline, scored.threshold, scored.customers,
                                               scored.target)
     features, proba, bands, cuts = scored.features, scored.proba, scored.bands, scored.cuts

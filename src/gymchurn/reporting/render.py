@@ -59,7 +59,8 @@ def strong_html(text: str) -> markupsafe.Markup:
 def render(sections: list[Section], sources: Mapping, figures: Mapping[str, bytes]) -> tuple[str, str]:
     """(report.html, report.md) of the sections; `figures` maps a figure name to its PNG."""
     html_blocks, md_blocks = [], []
-    for section in sections:
+    main = [s for s in sections if not s.appendix]
+    for number, section in enumerate(main + [s for s in sections if s.appendix]):
         html, md = [], []
         for block in section.blocks:
             if isinstance(block, Text):
@@ -73,8 +74,13 @@ def render(sections: list[Section], sources: Mapping, figures: Mapping[str, byte
                 data = base64.b64encode(figures[block.name]).decode("ascii")
                 html.append(("figure", block.caption, f"data:image/png;base64,{data}"))
                 md.append(f"![{block.caption}](figures/{block.name}.png)\n\n*{block.caption}*")
-        html_blocks.append((section.title, html))
-        md_blocks.append((section.title, md))
+        # Page one unnumbered, then 1, 2, ... for the main part and A, B, ... for the appendix.
+        if section.appendix:
+            title = f"{chr(ord('A') + number - len(main))}. {section.title}"
+        else:
+            title = f"{number}. {section.title}" if number else section.title
+        html_blocks.append((title, html, section.appendix, section.key))
+        md_blocks.append((title, md, section.appendix))
     context = {"sources": sources,
                "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     return (HTML_TEMPLATES.get_template("report.html.j2").render(sections=html_blocks, **context),
