@@ -31,13 +31,11 @@ class BehaviourChangeFeatures(TransformerMixin, BaseEstimator):
     ]
     # Each one in words, for the report (defined where it is first named).
     definitions = {
-        "visit_trend": "this month's visits per week divided by the member's lifetime average "
-                       "(1 = as usual, 0.5 = half as often)",
-        "visit_drop": "the lifetime average of visits per week minus this month's (visits lost "
-                      "per week)",
+        "visit_trend": "this month's visits per week over the lifetime average; 1 = as usual",
+        "visit_drop": "the lifetime average of visits per week minus this month's",
         "months_served": "the months of the current contract already served",
-        "contract_progress": "the share of the current contract already served (0 = just signed)",
-        "spend_per_month": "spend on extras divided by months as a member plus one",
+        "contract_progress": "the share of the current contract already served; 0 = just signed",
+        "spend_per_month": "spend on extras over months as a member plus one",
     }
 
     def fit(self, X: pd.DataFrame, y=None):

@@ -228,7 +228,10 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
     summary = page_one(PageOne(
         n_customers=len(df), n_left=int(y.sum()), first_month=groups.numbers["first_month"],
         settled=groups.numbers["settled"], settled_month=int(cfg.groups.cohort_months) + 1,
-        drivers=[plain.get(c, c) for c in drivers.numbers["top_drivers"]],
+        # An engineered feature is defined where page one first names it.
+        drivers=[plain.get(c, c) + (f" ({BehaviourChangeFeatures.definitions[c]})"
+                                    if c in BehaviourChangeFeatures.definitions else "")
+                 for c in drivers.numbers["top_drivers"]],
         gains=campaign.numbers["gains"], middle=assumptions.middle,
         best_share=campaign.numbers["best_share"], best_kept=campaign.numbers["best_kept"],
         best_net=campaign.numbers["best_net"],

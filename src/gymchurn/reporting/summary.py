@@ -114,8 +114,8 @@ def page_one(p: PageOne) -> Section:
                           "group": f"G{i + 1}", "who": g.rule, "customers": f"{g.customers:,}",
                           "still active": f"{g.active:,}", "churn": f"{g.churn_rate:.0%}",
                           "action": g.action,
-                          "calling those it pays for": f"{g.worth_calling:,}: keeps about "
-                                                       f"{g.kept:.1f}, nets about {about(g.net)}"}
+                          "calling those it pays for": f"call {g.worth_calling:,}, keep about "
+                                                       f"{g.kept:.1f}, net about {about(g.net)}"}
                           for i, g in enumerate(p.groups.itertuples(index=False))]))
     section.say("**Caveats.** " + " ".join(p.caveats))
     return section
