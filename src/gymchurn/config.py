@@ -67,6 +67,7 @@ class DataConfig:
     columns: dict[str, Any] = MISSING
     phrases: dict[str, Any] = field(default_factory=dict)  # optional: words for generated text
     labels: dict[str, Any] = field(default_factory=dict)  # optional: a column's plain name
+    negative_labels: dict[str, Any] = field(default_factory=dict)  # optional: its negative values' name
 
 
 @dataclass

@@ -20,13 +20,15 @@ class Assumptions:
     monthly_fee: float     # what a kept member pays per month
     months_kept: float     # how long a kept member stays, on average
     keep_rates: dict       # scenario -> share of the called leavers the measure keeps
+    currency: str = ""     # shown before money figures
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> Assumptions:
         try:
             made = cls(float(cfg["offer_cost"]), float(cfg["monthly_fee"]),
                        float(cfg["months_kept"]),
-                       {str(k): float(v) for k, v in dict(cfg["keep_rates"]).items()})
+                       {str(k): float(v) for k, v in dict(cfg["keep_rates"]).items()},
+                       str(cfg.get("currency") or ""))
         except (KeyError, TypeError, ValueError) as err:
             raise GymchurnError(f"economics (conf/economics/default.yaml) needs numbers offer_cost, "
                                 f"monthly_fee, months_kept and keep_rates {{low: .., mid: .., "
@@ -70,3 +72,30 @@ class Assumptions:
                 f"brings {self.keep_rates[name] * self.value_kept:,.2f} per leaver called, an "
                 f"offer costs {self.offer_cost:,.2f}); change conf/economics/ or use rule=f1.")
         return ratio
+
+    def money(self, x: float, people: bool = False) -> str:
+        return money(x, self.currency, people)
+
+
+def money(x: float, currency: str = "", people: bool = False) -> str:
+    """"$1,813", or with `people` rounded to two significant digits ("$1,800")."""
+    shown = about(abs(x)) if people else f"{abs(x):,.0f}"
+    return f"{'-' if round(x) < 0 else ''}{currency}{shown}"
+
+
+def about(x: float) -> str:
+    """A figure rounded for people: two significant digits from 100 on (1,813 -> 1,800)."""
+    import math
+
+    if abs(x) < 100:
+        return f"{x:,.0f}"
+    digits = int(math.floor(math.log10(abs(x)))) - 1
+    return f"{round(x, -digits):,.0f}"
+
+
+def share_up(x: float) -> str:
+    """A share that is a threshold to reach, as a whole percentage rounded up, so that reaching
+    the shown figure is always enough (0.125 -> "13%", never "12%")."""
+    import math
+
+    return f"{math.ceil(round(100 * x, 9)):.0f}%"

@@ -115,9 +115,10 @@ def run(cfg: DictConfig, printer=print) -> dict:
             segments = assign_segments(segment_model, X.drop(columns=[target], errors="ignore"))
         timings["segments"] = time.monotonic() - t
     labels = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
+    negative = OmegaConf.to_container(cfg.data.negative_labels) if "negative_labels" in cfg.data else {}
     scores = score_customers(pipeline, threshold, X, raw[carried], cfg.risk_bands, catalogue,
                              cfg.reasons, int(cfg.n_jobs), int(cfg.reason_batch_rows), segments,
-                             labels, printer)
+                             labels, printer, negative_labels=negative)
     timings.update(scores.timings)
     printer(f"scored:   {scores.n_flagged:,} flagged at risk ({scores.n_flagged / len(X):.1%}); "
             "bands: " + ", ".join(f"{lab} {s:.1%}" for lab, s in scores.band_shares.items()))

@@ -19,6 +19,7 @@ from gymchurn.pipeline import build_pipeline
 CFG = compose_config(overrides=["n_jobs=1"])
 COLUMNS = feature_columns(CFG.data)
 LABELS = OmegaConf.to_container(CFG.data.labels)
+NEGATIVE = OmegaConf.to_container(CFG.data.negative_labels)
 
 
 def pipeline(model: str):
@@ -38,7 +39,7 @@ def test_each_row_is_scored_by_a_model_fitted_without_its_fold(table, model):
     asked = np.zeros(len(X), dtype=bool)
     asked[::4] = True
     oof = out_of_fold(pipeline(model), X, y, 3, seed=11, reason_rows=asked, labels=LABELS,
-                      n_jobs=1)
+                      n_jobs=1, negative_labels=NEGATIVE)
     assert oof.proba.shape == (len(X),) and np.isfinite(oof.proba).all()
     assert sorted(np.unique(oof.fold)) == [0, 1, 2]
 
@@ -57,9 +58,14 @@ def test_each_row_is_scored_by_a_model_fitted_without_its_fold(table, model):
     effects = contributions(contribution_method(by_hand[-1])[1], features, n_jobs=1)
     # The values shown are the customer's own: for logreg, before its StandardScaler.
     shown = by_hand[:-2].transform(X.iloc[explained]) if model == "logreg" else features
-    expected = reason_words(effects, shown, LABELS)
+    expected = reason_words(effects, shown, LABELS, negative_labels=NEGATIVE)
     for got, want in zip(oof.reasons, expected, strict=True):
         assert got[explained].tolist() == want.tolist()
+    # The negative labels reach the words: a negative visit_drop reads as visits that rose.
+    worded = [r for column in oof.reasons for r in column if r]
+    assert not any(r.startswith(f"{LABELS['visit_drop']} = -") for r in worded)
+    if model == "lgbm":  # this model names risen visits among its reasons
+        assert any(r.startswith(f"{NEGATIVE['visit_drop']} = ") for r in worded)
 
 
 def test_same_seed_same_scores_reasons_only_for_the_rows_asked(table):

@@ -102,11 +102,38 @@ def test_reasons_in_words_use_plain_names_and_the_customers_values():
               "the average", "Avg_additional_charges_total": "spend on extras"}
     first, second, third = reason_words(contrib, X, labels)
     assert first.tolist() == ["months as a member = 1", "this month's visits against the average = 1"]
-    assert second.tolist() == ["this month's visits against the average = 0.421", None]
+    assert second.tolist() == ["this month's visits against the average = 0.42", None]  # 2 digits
     assert third.tolist() == ["Age = 27", None]  # no label: the feature's own name
     # No model units, and no exponent notation for large values.
     [top] = reason_words(np.array([[0.0, 0.0, 0.0, 2.0]]), X.head(1), labels, k=1)
     assert top.tolist() == ["spend on extras = 236"]
+
+
+@pytest.mark.parametrize("value, shown", [
+    (0.00327, "0.0033"), (0.774, "0.77"), (52.7, "53"), (236.4, "236"), (3.0, "3"),
+    (9.96, "10"), (0.1, "0.1"), (0.0000123, "0.000012"), (1.05e6, "1050000")])
+def test_values_are_rounded_for_people(value, shown):
+    """Two significant digits below 10, whole numbers from 10 on, whole numbers as such, never
+    an exponent."""
+    [top] = reason_words(np.array([[1.0]]), pd.DataFrame({"x": [value]}), {"x": "x"}, k=1)
+    assert top.tolist() == [f"x = {shown}"]
+
+
+def test_a_negative_value_reads_as_its_negative_label_with_its_size():
+    """A negative visit_drop means visits rose: no "fewer than usual = -0.3"."""
+    X = pd.DataFrame({"visit_drop": [-0.302, 0.4, 0.0, -0.302], "Age": [-2.5, 30.0, 30.0, 30.0]})
+    labels = {"visit_drop": "visits a week fewer than usual this month", "Age": "age"}
+    negative = {"visit_drop": "visits a week more than usual this month"}
+    [top] = reason_words(np.array([[1.0, 0.0]] * 4), X, labels, k=1, negative_labels=negative)
+    assert top.tolist() == ["visits a week more than usual this month = 0.3",
+                            "visits a week fewer than usual this month = 0.4",
+                            "visits a week fewer than usual this month = 0",
+                            "visits a week more than usual this month = 0.3"]
+    # Without a negative label the value keeps its sign; without negative labels, as before.
+    [top] = reason_words(np.array([[0.0, 1.0]]), X.head(1), labels, k=1, negative_labels=negative)
+    assert top.tolist() == ["age = -2.5"]
+    [top] = reason_words(np.array([[1.0, 0.0]]), X.head(1), labels, k=1)
+    assert top.tolist() == ["visits a week fewer than usual this month = -0.3"]
 
 
 def test_reasons_in_words_match_a_row_by_row_wording_on_many_rows(customers):
@@ -115,17 +142,21 @@ def test_reasons_in_words_match_a_row_by_row_wording_on_many_rows(customers):
     rng = np.random.default_rng(3)
     X = pd.concat([customers.drop(columns="Churn")] * 5, ignore_index=True)
     X["Avg_additional_charges_total"] += rng.normal(0, 0.01, len(X))  # many distinct values
+    X["visit_drop"] = X["Avg_class_frequency_total"] - X["Avg_class_frequency_current_month"]
     contrib = rng.normal(size=X.shape)
     contrib[rng.random(X.shape) < 0.5] = -1.0  # many rows with fewer than 3 risk-raising
-    words = reason_words(contrib, X, {"Age": "age"})
+    negative = {"visit_drop": "visits rose by"}
+    words = reason_words(contrib, X, {"Age": "age"}, negative_labels=negative)
+    assert (X["visit_drop"] < 0).any() and (X["visit_drop"] > 0).any()
     for row in range(0, len(X), 7):
         raising = [f for f in np.argsort(-contrib[row], kind="stable") if contrib[row, f] > 0][:3]
         expected = []
         for f in raising:
-            value = X.iat[row, f]
+            value, name = X.iat[row, f], {"Age": "age"}.get(X.columns[f], X.columns[f])
+            if X.columns[f] in negative and value < 0:
+                value, name = -value, negative[X.columns[f]]
             shown = (str(int(value)) if float(value).is_integer() else
-                     f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}")
-            name = "age" if X.columns[f] == "Age" else X.columns[f]
+                     f"{value:.0f}" if abs(value) >= 10 else f"{value:.2g}")
             expected.append(f"{name} = {shown}")
         expected += [None] * (3 - len(expected))
         assert [w[row] for w in words] == expected, row

@@ -34,12 +34,17 @@ def store(tmp_path_factory, tmp_path):
     return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
-def plain(value: float) -> str:
-    """A value as the reasons in words show it: whole numbers as such, from 100 on rounded to a
-    whole number, else three significant digits."""
+def worded(column: str, value: float) -> str:
+    """A reason as the reasons in words show it: the plain name (conf/data/gym.yaml labels; for
+    a negative value the negative label, if any, with the value's size) and the value, whole
+    numbers as such, from 10 on rounded to a whole number, else two significant digits."""
+    data = compose_config("predict").data
+    name = data.labels[column]
+    if value < 0 and column in data.negative_labels:
+        name, value = data.negative_labels[column], -value
     if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+        return f"{name} = {int(value)}"
+    return f"{name} = {value:.0f}" if abs(value) >= 10 else f"{name} = {value:.2g}"
 
 
 def predict(store, *overrides):
@@ -77,9 +82,8 @@ def test_csv_scores_keep_ids_and_match_the_registered_model(store, tmp_path):
     features = pipeline[:-1].transform(customers[flagged.to_numpy()])
     contrib = pipeline[-1].booster_.predict(features.to_numpy(), pred_contrib=True)[:, :-1]
     top = contrib.argmax(axis=1)
-    labels = compose_config("predict").data.labels
     values = features.to_numpy()[np.arange(len(top)), top]
-    expected = [f"{labels[features.columns[f]]} = {plain(v)}" for f, v in zip(top, values, strict=True)]
+    expected = [worded(features.columns[f], v) for f, v in zip(top, values, strict=True)]
     assert scores.loc[flagged, "reason_1"].tolist() == expected
 
 
@@ -102,10 +106,9 @@ def test_parquet_all_reasons_of_a_linear_model_and_the_target_carried(store, tmp
     has_reason = contrib.max(axis=1) > 0
     assert scores["reason_1"].notna().tolist() == has_reason.tolist()
     top = features.columns[contrib.argmax(axis=1)][has_reason]
-    labels = compose_config("predict").data.labels
     own = [customers[c].iloc[i] for c, i in zip(top, np.flatnonzero(has_reason), strict=True)]
     assert scores.loc[has_reason, "reason_1"].tolist() == [
-        f"{labels[c]} = {plain(v)}" for c, v in zip(top, own, strict=True)]
+        worded(c, v) for c, v in zip(top, own, strict=True)]
 
 
 def first_matching_action(customers: pd.DataFrame, measures) -> list[str]:

@@ -114,7 +114,7 @@ def test_the_section_counts_directly_and_attaches_the_list():
 
     text = " ".join(section.sentences)
     assert f"{stayed.sum():,} customers who are still members" in text
-    assert f"{at_risk.sum():,} of them" in text and "at least 0.70." in text
+    assert f"{at_risk.sum():,} of them" in text and "at least 70.0%." in text
     assert "the champion's own threshold" in section.sentences
     assert f"from {top.min():.0%} to {top.max():.0%}" in text
     # Every action of the at-risk customers with its count, the most frequent first.
@@ -135,7 +135,7 @@ def test_the_sentences_follow_the_threshold_and_the_reasons():
     table = call_list_table(customers, "Churn", oof, 1.5, segments, NAMES, CATALOGUE)
     section = who_to_call(table, 1.5, "a note", show=5)
     text = " ".join(section.sentences)
-    assert section.numbers["at_risk"] == 0 and "None of them reaches the threshold of 1.50" in text
+    assert section.numbers["at_risk"] == 0 and "None of them reaches the threshold of 150.0%" in text
     assert "Suggested actions" not in text and section.numbers["actions_at_risk"] == {}
 
     # The first reason of the top rows, by its plain name (without the customer's value).

@@ -51,7 +51,8 @@ def test_a_column_that_is_the_churn_definition_is_called_out():
     assert leaky.numbers["oof_auc_without_visits_now"] < 0.65
     assert "much of the model's edge rests on it" in leaky.sentences[0]
     assert abs(honest.numbers["oof_auc"] - honest.numbers["oof_auc_without_visits_now"]) < 0.05
-    assert "the model stands without it" in honest.sentences[0]
+    assert "it stands without it" in honest.sentences[0]
+    assert f"{honest.numbers['oof_auc_without_visits_now']:.2f} of the time" in honest.sentences[0]
     assert leaky.sentences[0].startswith("**This month's visits.** The strongest signal, visits "
                                          "this month")
 
@@ -83,4 +84,4 @@ def test_the_calibration_sentence_follows_the_largest_gap():
     deciles = section.numbers["calibration"]
     gap = (deciles["predicted"] - deciles["observed"]).abs().max()
     assert section.numbers["calibration_max_gap"] == pytest.approx(gap)
-    assert f"differ by at most {gap:.0%}" in section.sentences[3]
+    assert f"differ by at most {100 * gap:.1f} points" in section.sentences[3]

@@ -5,6 +5,7 @@ sentences following the table's pattern."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from scipy.stats import norm
 from gymchurn.churn.actions import load_catalogue
 from gymchurn.errors import GymchurnError
 from gymchurn.reporting.measures import (
+    LONG_PILOT_MONTHS,
     check_pilot,
     comparable_rates,
     group_measures,
@@ -205,13 +207,17 @@ def test_the_sentences_follow_the_pattern(effect, words):
     text = " ".join(detail.sentences)
     assert words in text and "an association, not the effect" in text
     assert "same months as a member (0-5, 6+)" in text and "(#2 among the churn drivers)" in text
-    assert (f"{words}: {100 * shown['exposed_rate']:.0f} % against "
-            f"{100 * shown['unexposed_rate']:.0f} %") in text
+    assert (f"{words}: {100 * shown['exposed_rate']:.0f}% against "
+            f"{100 * shown['unexposed_rate']:.0f}%") in text
     assert f"{pilot['per_arm']:,} customers per arm" in text
     assert f"{pilot['intake_months']} month" in text
     row = section.blocks[-1].frame.iloc[0]
     assert row["pilot: per arm"] == str(pilot["per_arm"])
     assert row["pilot: months"] == str(pilot["months"])
+    # The main table names the behaviour compared and shows churn only, no odds ratio.
+    assert row["comparable customers: churn of those who do vs not"] == (
+        f"take group classes: {100 * shown['exposed_rate']:.0f}% vs {100 * shown['unexposed_rate']:.0f}%")
+    assert row["driver (rank)"] == "Group_visits (#2)"  # no label given: the name itself
 
 
 def test_the_sentences_say_when_the_data_cannot_tell():
@@ -226,3 +232,54 @@ def test_the_sentences_say_when_the_data_cannot_tell():
     assert "The data holds no comparison for it" in text and "churned less often" not in text
     assert "For no partner (0 active now" in text and "the default applies: check-in call" in text
     assert "For nobody: the customer table holds none of its members." in text
+
+
+JARGON = ["Mantel-Haenszel", "odds ratio", "standardis", "conf/", "OR "]
+
+
+def test_the_main_part_speaks_plainly_and_the_appendix_keeps_the_method():
+    """The main part: plain driver names (also for a driver without a rank), no odds ratios,
+    no method names or config paths, and comparable customers said to be all customers of the
+    table; the appendix keeps the methods."""
+    df = patterned(-0.15)
+    groups = [("everyone", np.ones(len(df), bool), (df.Churn == 0).to_numpy())]
+    labels = {"Group_visits": "takes group classes", "Lifetime": "months as a member"}
+    main, detail = (what_to_try(df, "Churn", groups, catalogue(), {**SETTINGS, "per_group": 1}, {},
+                                labels, detail=d) for d in (False, True))
+    table = main.blocks[-1].frame
+    cells = " ".join([main.sentences[0], main.blocks[-1].caption, *table.to_numpy().ravel()])
+    assert not [w for w in JARGON if w in cells] and not re.search(r"\bCI\b", cells)
+    assert table["driver (rank)"].tolist() == ["takes group classes"]  # label, no rank
+    assert "all customers in the table with the same months as a member" in main.sentences[0]
+    assert "not only the members themselves" in main.sentences[0]
+    appendix = " ".join(detail.sentences)
+    assert all(w in appendix for w in ("Mantel-Haenszel", "odds ratio", "95% CI", "conf/measures/"))
+    assert main.sentences[0] != detail.sentences[0]  # the appendix does not repeat the intro
+
+
+def test_a_pilot_taking_more_than_a_year_is_flagged_in_the_table():
+    """Few eligible customers a month make a long pilot: the table's months cell says so, as
+    the appendix sentence does; a short one is shown plainly."""
+    df = patterned(-0.15)
+    everyone = np.ones(len(df), bool)
+    few = np.zeros(len(df), bool)
+    few[np.flatnonzero(df.Churn == 0)[:20]] = True  # 20 active members: a long intake
+    groups = [("few active", everyone, few), ("many active", everyone, (df.Churn == 0).to_numpy())]
+    section, detail = (what_to_try(df, "Churn", groups, catalogue(), {**SETTINGS, "per_group": 1},
+                                   {}, detail=d) for d in (False, True))
+    long_pilot, short_pilot = (g["measures"][0]["pilot"] for g in section.numbers["groups"])
+    assert long_pilot["months"] > LONG_PILOT_MONTHS >= short_pilot["months"]
+    assert section.blocks[-1].frame["pilot: months"].tolist() == [
+        f"{long_pilot['months']} (too long: pool groups)", str(short_pilot["months"])]
+    said = [s for s in detail.sentences if "pool this group" in s]
+    assert len(said) == 1 and said[0].startswith("For few active")
+
+
+def test_the_catalogue_does_not_pool_months_one_and_two():
+    """Months 1 and 2 churn very differently: the shipped catalogue's bands keep them apart."""
+    from gymchurn.config import compose_config
+
+    for item in compose_config("report").measures["items"]:
+        edges = item["strata"].get("Lifetime")
+        if edges is not None:
+            assert {1, 2, 3} <= set(edges), item["name"]

@@ -3,6 +3,8 @@ the generated sentences following the data when the data changes."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +14,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from gymchurn.config import compose_config
-from gymchurn.data import feature_columns
+from gymchurn.data import feature_columns, make_synthetic_customers
 from gymchurn.errors import GymchurnError
+from gymchurn.features import BehaviourChangeFeatures
 from gymchurn.pipeline import build_pipeline
-from gymchurn.reporting.blocks import Figure, compare_rates
+from gymchurn.reporting.blocks import COMPARISONS, Figure, compare_rates, side_phrase
 from gymchurn.reporting.capacity import campaign_section
 from gymchurn.reporting.drivers import (
     churn_drivers,
@@ -184,8 +187,8 @@ def test_sentences_follow_the_data(customers, setting):
     before_portraits, before_advice = sentences(customers)
     after_portraits, after_advice = sentences(changed)
     mine = [s for s in after_portraits if s.startswith(f"**group {riskiest}**")]
-    assert mine and "churn 0.0 %" in mine[0]
-    assert not any("churn 0.0 %" in s for s in before_portraits if s.startswith(f"**group {riskiest}**"))
+    assert mine and "churn 0.0%" in mine[0]
+    assert not any("churn 0.0%" in s for s in before_portraits if s.startswith(f"**group {riskiest}**"))
     loyal_after = next(s for s in after_advice if s.startswith("Loyal core"))
     assert f"group {riskiest}" in loyal_after
     assert loyal_after != next(s for s in before_advice if s.startswith("Loyal core"))
@@ -203,7 +206,7 @@ def test_direction_rules_put_the_riskier_side_first():
     sentence, _ = driver_direction(table, "Churn", "Group_visits", True, phrases)
     assert "while none of **no group classes**" in sentence
     assert compare_rates("A", {"risky_rate": 0.5, "safe_rate": 0.25}, "B") == (
-        "A churned 2.0 times as often as B: 50.0 % against 25.0 %.")
+        "A churned 2.0 times as often as B: 50.0% against 25.0%.")
 
 
 def test_a_bad_pattern_names_the_expression(customers):
@@ -253,3 +256,64 @@ def test_a_pattern_with_the_same_customers_as_an_earlier_one_is_named_once(custo
     assert list(section.numbers["patterns"]) == ["contract is month to month"]
     assert section.numbers["same_as"] == {"contract is short": "contract is month to month"}
     assert not any("contract is short" in s for s in section.sentences)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_driver_sides_printed_cut_selects_that_side(seed):
+    """Re-applying "the lowest 25%, <name> ≤ <cut>" as printed gives that side's customers and
+    churn on real-looking data (continuous visits and spend, whole months and ages, a ratio)."""
+    df = make_synthetic_customers(4000, seed=seed)
+    df["visit_trend"] = df.Avg_class_frequency_current_month / df.Avg_class_frequency_total.clip(lower=0.05)
+    df["many_ties"] = np.round(df.Avg_class_frequency_total, 1)  # the quartiles fall on observed values
+    labels = {c: c for c in df.columns}
+    checked = 0
+    for column in ["Avg_class_frequency_current_month", "Avg_additional_charges_total", "Lifetime",
+                   "Age", "visit_trend", "many_ties", "Month_to_end_contract"]:
+        sentence, rates = driver_direction(df, "Churn", column, False, {}, labels)
+        sides = re.findall(rf"\(the (lowest|highest) (\d+)%, {column} (≤|<|≥|>) ([-\d.]+)\)", sentence)
+        assert len(sides) == 2, sentence
+        for end, share, op, number in sides:
+            printed = COMPARISONS[op](df[column], float(number))
+            side = "risky" if (end == "highest") == (rates["risky_side"] == "high") else "safe"
+            assert (printed == rates[f"{side}_members"]).all(), (column, op, number)
+            assert f"{printed.mean():.0%}" == f"{share}%"
+            assert df.Churn[printed].mean() == pytest.approx(rates[f"{side}_rate"])
+            checked += 1
+    assert checked == 14
+
+
+def test_engineered_features_have_phrases():
+    """The appendix names a driver's sides by phrases: an engineered feature never reads as its
+    raw name ("high visit_drop")."""
+    phrases = OmegaConf.to_container(compose_config().data.phrases)
+    for feature in BehaviourChangeFeatures.definitions:
+        for high in (True, False):
+            assert feature not in side_phrase(feature, high, phrases)
+
+
+def test_a_pattern_with_the_same_customers_as_a_driver_side_is_named_once(customers, setting):
+    """"Membership is at most a month old" is the newcomers side of months as a member: the
+    same finding, not repeated as a pattern; a pattern selecting other customers stays."""
+    perm_table = permutation_table(setting["pipeline"], setting["X_test"], setting["y_test"],
+                                   repeats=1, seed=0)
+    first = churn_drivers(setting["pipeline"], setting["X_test"], customers, "Churn",
+                          setting["data_columns"], setting["phrases"], [], perm_table, top_n=4, seed=0)
+    column = next(c for c in first.numbers["top_drivers"] if c in customers and customers[c].nunique() > 2)
+    high = first.numbers["directions"][column]["risky_side"] == "high"
+    x = customers[column]
+    when = f"{column} >= {float(x.quantile(0.75))!r}" if high else f"{column} <= {float(x.quantile(0.25))!r}"
+    patterns = [{"when": when, "says": "is the riskier side again"},
+                {"when": "Avg_class_frequency_current_month < Avg_class_frequency_total",
+                 "says": "visits fell"}]
+    section = churn_drivers(setting["pipeline"], setting["X_test"], customers, "Churn",
+                            setting["data_columns"], setting["phrases"], patterns, perm_table,
+                            top_n=4, seed=0)
+    words = side_phrase(column, high, setting["phrases"])
+    assert section.numbers["same_as"] == {"is the riskier side again": words}
+    assert list(section.numbers["patterns"]) == ["visits fell"]
+    assert not any("riskier side again" in s for s in section.sentences)
+    # Asking for identical customers only (an overlap above 1 never happens), it is reported.
+    strict = churn_drivers(setting["pipeline"], setting["X_test"], customers, "Churn",
+                           setting["data_columns"], setting["phrases"], patterns, perm_table,
+                           top_n=4, seed=0, same_customers=1.01)
+    assert "is the riskier side again" in strict.numbers["patterns"]

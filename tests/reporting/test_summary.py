@@ -50,8 +50,8 @@ def page(groups, n_left=300, first=(0.9, 0.2)):
         n_customers=1000, n_left=n_left, first_month={1: first[0], 12: first[1]},
         settled={1: 0.1, 12: 0.01}, settled_month=7, drivers=["visits this month", "age"],
         gains=gains, middle="mid", best_share=0.2, best_kept=41.3, best_net=1813.0,
-        break_even_keep_rate=0.12, active=700, at_risk=120, groups=groups,
-        caveats=["One caveat.", "Another."]))
+        break_even_keep_rate=0.125, active=700, at_risk=120, worth_calling=45, groups=groups,
+        caveats=["One caveat.", "Another."], currency="$"))
 
 
 def test_page_one_says_the_five_findings_from_its_numbers():
@@ -63,9 +63,12 @@ def test_page_one_says_the_five_findings_from_its_numbers():
     assert text[0].startswith("**300 of 1,000 customers (30%) left this month**")
     assert f"hold {held:,} of them ({held / 300:.0%})" in text[0]
     assert "90% of 1-month members leave, against 20% on 12-month" in text[1]
+    assert "after 7 or more months as a member, 10% and 1%" in text[1]
     assert text[2].endswith("visits this month, age.")
-    assert "riskiest 10% of customers reaches 40%" in text[3] and "120 are at risk" in text[3]
-    assert "keeps about 41 members and nets about 1,800" in text[4]
+    assert "riskiest 10% of all members reaches 40%" in text[3] and "120 are at risk" in text[3]
+    assert "a call pays for the riskiest 45: call them first" in text[3]
+    assert "keeps about 41 and nets about $1,800" in text[4]
+    assert "keeps at least 13% of the leavers" in text[4]  # 12.5 %, rounded up: enough to pay
     assert text[-1] == "**Caveats.** One caveat. Another."
     assert len(groups) == 2
     table = next(b for b in section.blocks if isinstance(b, Table)).frame

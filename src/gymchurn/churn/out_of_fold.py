@@ -64,12 +64,13 @@ def check_fold_classes(y: np.ndarray, n_folds: int, name: str = "the target") ->
 
 def out_of_fold(pipeline, X: pd.DataFrame, y, n_folds: int, seed: int,
                 reason_rows: np.ndarray | None = None, labels: Mapping[str, str] | None = None,
-                n_jobs: int = 2) -> OutOfFold:
+                n_jobs: int = 2, negative_labels: Mapping[str, str] | None = None) -> OutOfFold:
     """Score every row of X with a clone of `pipeline` fitted on the other folds of a
     stratified `n_folds`-fold split (shuffled with `seed`: the same seed, the same folds and
     scores). `reason_rows` (a boolean mask over the rows): whose top three reasons to word,
     from the exact contributions of their own fold's model (gymchurn.churn.reasons), with the
-    plain names in `labels`. Ctrl-C stops between folds (gymchurn.errors.interruption_point)."""
+    plain names in `labels` and `negative_labels`. Ctrl-C stops between folds
+    (gymchurn.errors.interruption_point)."""
     name = getattr(y, "name", None) or "the target"
     y, n_folds = np.asarray(y), int(n_folds)
     if len(y) != len(X):
@@ -97,6 +98,7 @@ def out_of_fold(pipeline, X: pd.DataFrame, y, n_folds: int, seed: int,
             _, method = contribution_method(model[-1])
             effects = contributions(method, chosen, n_jobs=n_jobs)
             shown = reason_values(model, X.iloc[held[explain]], chosen)
-            for column, texts in zip(reasons, reason_words(effects, shown, labels), strict=True):
+            words = reason_words(effects, shown, labels, negative_labels=negative_labels)
+            for column, texts in zip(reasons, words, strict=True):
                 column[held[explain]] = texts
     return OutOfFold(proba, reasons, fold)

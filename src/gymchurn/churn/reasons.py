@@ -17,7 +17,8 @@ sees, so engineered features (visit_trend, ...) appear under their own names.
 Two wordings of a customer's top reasons: `top_reasons` for analysts ("visit_trend = 0.3
 (+1.20)": feature, value, contribution) and `reason_words` for the people who call customers
 ("this month's visits against the average = 0.3": the plain name from conf/data/gym.yaml
-`labels` and the customer's own value, no model units).
+`labels`, or `negative_labels` for a negative value, and the customer's own value rounded for
+people, no model units).
 """
 
 from __future__ import annotations
@@ -259,18 +260,20 @@ def _format_value(value: float) -> str:
 
 
 def _plain_number(value: float) -> str:
-    """A value as people write it: 2, 0.523, 12.3, 236 (never 2.36e+02)."""
+    """A value as `_as_shown` rounds it, as people write it: 2, 0.0033, 0.77, 53, 236 (never
+    2.4e+02 or 53.0)."""
     if float(value).is_integer():
         return str(int(value))
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return np.format_float_positional(value, trim="-")  # the shortest digits that read back
 
 
 def _as_shown(values: np.ndarray) -> np.ndarray:
-    """The values rounded as `_plain_number` shows them (whole numbers from 100 on, else three
-    significant digits), so values that read the same are worded once. (A value within a
-    rounding error of half-way may end in the neighbouring last digit: 0.1235 as 0.124.)"""
+    """The values rounded for people: two significant digits below 10 (0.00327 -> 0.0033,
+    0.774 -> 0.77), whole numbers from 10 on (52.7 -> 53, 236.4 -> 236: never a rounded-away
+    unit of a customer's own record), so values that read the same are worded once. (A value
+    within a rounding error of half-way may end in the neighbouring last digit.)"""
     size = np.abs(values)
-    digits = np.where(size >= 100, 0, 2 - np.floor(np.log10(np.where(size > 0, size, 1))))
+    digits = np.where(size >= 10, 0, 1 - np.floor(np.log10(np.where(size > 0, size, 1))))
     scale = 10.0 ** digits
     with np.errstate(invalid="ignore"):
         return np.round(values * scale) / scale
@@ -283,30 +286,39 @@ def _top_features(contrib: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reason_words(contrib: np.ndarray, values: pd.DataFrame, labels: Mapping[str, str] | None = None,
-                 k: int = 3) -> list[np.ndarray]:
+                 k: int = 3, negative_labels: Mapping[str, str] | None = None) -> list[np.ndarray]:
     """For each row, its `k` features that raise the churn risk most, in words: "<plain name> =
     <the customer's value>", e.g. "visits a week this month = 0.5". One object array per rank,
     None where a customer has fewer than `k` risk-raising features.
 
     `values`: the rows' features as the customer's own values (`reason_values`), columns in the
     order of `contrib`'s; `labels`: plain names (conf/data/gym.yaml `labels`), else the feature
-    name. Each distinct (feature, value) is worded once and shared by every row that has it, so
+    name; `negative_labels`: for a feature listed there, a negative value reads as that name
+    and the value's size ("visits a week fewer than usual this month = -0.3" is "visits a week
+    more than usual this month = 0.3"). Values are rounded for people (`_as_shown`). Each
+    distinct (feature, shown value) is worded once and shared by every row that has it, so
     1,000,000 rows cost a few vectorised passes, not a million string formats per rank.
     """
-    labels = labels or {}
+    labels, negative_labels = labels or {}, negative_labels or {}
     names = [str(labels.get(column, column)) for column in values.columns]
+    negative_names = [negative_labels.get(column) for column in values.columns]
     numbers = values.to_numpy(dtype=np.float64)
     k = min(k, contrib.shape[1])
     top, raises = _top_features(contrib, k)
     top_value = np.take_along_axis(numbers, top, axis=1)
+
+    def words(feature: int, value: float) -> str:
+        if value < 0 and negative_names[feature] is not None:
+            return f"{negative_names[feature]} = {_plain_number(-value)}"
+        return f"{names[feature]} = {_plain_number(value + 0.0)}"  # + 0.0: never "-0"
+
     out = []
     for rank in range(k):
         texts = np.full(len(contrib), None, dtype=object)
         for feature in np.unique(top[raises[:, rank], rank]):
             rows = np.flatnonzero(raises[:, rank] & (top[:, rank] == feature))
             distinct, which = np.unique(_as_shown(top_value[rows, rank]), return_inverse=True)
-            worded = np.array([f"{names[feature]} = {_plain_number(v)}" for v in distinct],
-                              dtype=object)
+            worded = np.array([words(feature, v) for v in distinct], dtype=object)
             texts[rows] = worded[which.ravel()]
         out.append(texts)
     return out

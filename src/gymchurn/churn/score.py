@@ -93,11 +93,12 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
                     risk_bands: Mapping, catalogue: Catalogue, reasons: str = "flagged",
                     n_jobs: int = 2, batch_rows: int = 250_000,
                     segments: pd.DataFrame | None = None, labels: Mapping | None = None,
-                    progress: Callable[[str], None] | None = None) -> Scores:
+                    progress: Callable[[str], None] | None = None,
+                    negative_labels: Mapping | None = None) -> Scores:
     """Score validated customers `X` (the raw columns: the model's input and the catalogue's
     conditions); `carried` (same rows) holds the columns copied through, `segments` (same
-    rows) the segment id and name when a segmentation model is used, `labels` the plain
-    names the reasons use (conf/data/gym.yaml)."""
+    rows) the segment id and name when a segmentation model is used, `labels` and
+    `negative_labels` the plain names the reasons use (conf/data/gym.yaml)."""
     from gymchurn.churn.reasons import (
         contribution_method,
         contributions,
@@ -143,7 +144,7 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
             effects = contributions(method, chosen, n_jobs=n_jobs, batch_rows=batch_rows,
                                     progress=report)
             shown = reason_values(pipeline, X.iloc[rows], chosen)  # unscaled, for people
-            texts = reason_words(effects, shown, labels)
+            texts = reason_words(effects, shown, labels, negative_labels=negative_labels)
         for column, column_texts in zip(REASON_COLUMNS, texts, strict=True):
             filled = np.full(len(out), None, dtype=object)
             filled[rows] = column_texts

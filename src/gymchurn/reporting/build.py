@@ -113,21 +113,20 @@ def version_label(version, how: str) -> str:
 
 
 def threshold_note(threshold: float, rule: str | None, assumptions: Assumptions, oof_active,
-                   ) -> str:
-    """Which threshold the flag uses and why, and where a call starts to pay (economics)."""
+                   ) -> tuple[str, int]:
+    """Which threshold the flag uses and why, and from which risk a call pays (economics), in
+    words; and how many active customers a call pays for. Probabilities are shown with one
+    decimal so that a filter typed from the text selects the same customers."""
     pays_from = assumptions.break_even_probability()
-    why = {"f1": "the best balance of leavers found and false alarms, chosen on out-of-fold "
-                 "predictions of the training split",
-           "cost": f"where a call pays in the {assumptions.middle} scenario, chosen on "
-                   "out-of-fold predictions of the training split"}.get(
-        rule or "", "its training run did not record the rule")
+    why = {"f1": "the cut-off that best balances leavers found against needless calls",
+           "cost": f"the risk from which a call pays in the {assumptions.middle} scenario"}.get(
+        rule or "", "its training run did not record how it was chosen")
     above = int((oof_active >= pays_from).sum())
     return (f"**Which threshold.** \"At risk\" means a churn probability of at least "
-            f"{threshold:.2f}, the churn model's own threshold (rule {rule or 'unknown'}: {why}). "
-            f"In the {assumptions.middle} scenario a call pays from a probability of "
-            f"{pays_from:.2f} (offer cost / (keep rate x member value)); {above:,} of the "
-            f"{len(oof_active):,} active customers are above it. Train with "
-            "`threshold.rule=cost` to make the flag follow the economics.")
+            f"{100 * threshold:.1f}%, the churn model's own cut-off ({why}). In the "
+            f"{assumptions.middle} scenario a call pays from a probability of {100 * pays_from:.1f}% "
+            f"(the offer's cost over what the measure is expected to keep): {above:,} of the "
+            f"{len(oof_active):,} active customers reach it; call them first."), above
 
 
 def threshold_rule(version) -> str | None:
@@ -188,8 +187,10 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
         section.appendix = appendix
         return section
 
+    negative = (OmegaConf.to_container(cfg.data.negative_labels)
+                if "negative_labels" in cfg.data else {})
     oof = out_of_fold(pipeline, df[columns], df[target], int(cfg.out_of_fold.folds), int(cfg.seed),
-                      reason_rows=active, labels=plain)
+                      reason_rows=active, labels=plain, negative_labels=negative)
     printer(f"  {'out-of-fold scores':<40} {time.monotonic() - timed:5.1f} s")
     timed = time.monotonic()
     proba = pipeline.predict_proba(df[columns])[:, 1]  # in-sample: the appendix's what-ifs
@@ -201,13 +202,14 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
                                  int(cfg.top_drivers), int(cfg.seed), plain,
                                  BehaviourChangeFeatures.definitions), appendix=True)
     ranks = {c: i + 1 for i, c in enumerate(drivers.numbers["top_drivers"])}
-    note = threshold_note(threshold, threshold_rule(churn_version), assumptions,
-                          oof.proba[active])
+    note, worth_calling = threshold_note(threshold, threshold_rule(churn_version), assumptions,
+                                         oof.proba[active])
     calls = call_list_table(df, target, oof, threshold, labels, names, catalogue)
     call = done(who_to_call(calls, threshold, note, int(cfg.call_list_show)))
     campaign = done(campaign_section(y_test, proba_test, list(cfg.capacity_shares), assumptions))
     groups = done(target_groups(df, target, columns, data_columns, plain, phrases,
-                                OmegaConf.to_container(cfg.groups), int(cfg.seed)))
+                                OmegaConf.to_container(cfg.groups), int(cfg.seed),
+                                int(cfg.target_groups)))
     rule_groups = groups.numbers["rule_groups"]
     chosen = rule_groups[rule_groups["churn_rate"] > y.mean()].head(int(cfg.target_groups))
     group_list = [(f"G{i + 1}", r.members, r.members & active)  # G1..: named on page one
@@ -236,8 +238,9 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
         best_share=campaign.numbers["best_share"], best_kept=campaign.numbers["best_kept"],
         best_net=campaign.numbers["best_net"],
         break_even_keep_rate=campaign.numbers["break_even_keep_rate"],
-        active=int(active.sum()), at_risk=int(call.numbers["at_risk"]), groups=targets,
-        caveats=warnings.numbers["short"]))
+        active=int(active.sum()), at_risk=int(call.numbers["at_risk"]),
+        worth_calling=worth_calling, groups=targets, caveats=warnings.numbers["short"],
+        currency=assumptions.currency))
 
     overview = done(data_overview(df, target, data_columns, float(cfg.strong_correlation)), True)
     model = done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,

@@ -90,9 +90,9 @@ def who_to_call(table: pd.DataFrame, threshold: float, threshold_note: str,
     # still orders whom to call first.
     if len(at_risk):
         section.say(f"{len(at_risk):,} of them ({pct(len(at_risk) / n)}) are at risk: a churn "
-                    f"probability of at least {threshold:.2f}.")
+                    f"probability of at least {100 * threshold:.1f}%.")
     else:
-        section.say(f"None of them reaches the threshold of {threshold:.2f}; the list still "
+        section.say(f"None of them reaches the threshold of {100 * threshold:.1f}%; the list still "
                     "gives the order to call in when there is time.")
     if threshold_note:
         section.say(threshold_note)

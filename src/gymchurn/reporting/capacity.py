@@ -84,6 +84,7 @@ def campaign_section(y_test, proba, shares: Sequence[float], assumptions,
                      threshold_note: str = ""):
     """How many to call (gains on the holdout) and what each campaign size is worth under the
     stated assumptions (gymchurn.economics), with which threshold the flag uses and why."""
+    from gymchurn.economics import share_up
     from gymchurn.reporting.blocks import Section, frame_of
     from gymchurn.reporting.economics import PER, campaign_value, economics_sentences
 
@@ -92,8 +93,9 @@ def campaign_section(y_test, proba, shares: Sequence[float], assumptions,
     section.numbers.update({f"leavers_reached_top_{round(100 * r.share_contacted)}pct":
                             r.share_of_leavers for r in gains.itertuples(index=False)})
     section.numbers["gains"] = gains
-    section.say(capacity_sentence(gains) + " Measured on the holdout (customers the model never "
-                "saw); use it to size a campaign.")
+    section.say(capacity_sentence(gains) + " Measured on customers the model never saw, before "
+                "the month's outcome (leavers and stayers alike): the shares are of a month's "
+                "whole customer base; use them to size a campaign.")
     value = campaign_value(gains, assumptions)
     middle = assumptions.middle
     rows = []
@@ -103,10 +105,10 @@ def campaign_section(y_test, proba, shares: Sequence[float], assumptions,
                      "leavers reached": f"{g.share_of_leavers:.0%}",
                      "calls on leavers": f"{g.precision:.0%}",
                      f"kept per {PER:,} ({middle})": f"{mine.loc[middle, 'members_kept']:.0f}",
-                     **{f"net, {s}": f"{mine.loc[s, 'net_value']:,.0f}" for s in mine.index},
-                     "pays from keep rate": f"{mine['break_even_keep_rate'].iloc[0]:.0%}"})
-    section.table(f"Calling the riskiest customers first: leavers reached (holdout) and what the "
-                  f"campaign is worth per {PER:,} customers under the assumptions below.",
+                     **{f"net, {s}": assumptions.money(mine.loc[s, "net_value"]) for s in mine.index},
+                     "pays from keep rate": share_up(mine["break_even_keep_rate"].iloc[0])})
+    section.table(f"Calling the riskiest customers first: leavers reached and what the campaign "
+                  f"is worth per {PER:,} customers under the assumptions below.",
                   frame_of(rows))
     for sentence in economics_sentences(value, assumptions):
         section.say(sentence)

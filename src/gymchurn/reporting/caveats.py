@@ -62,17 +62,16 @@ def caveats(pipeline, customers: pd.DataFrame, features: list[str], target: str,
     lost = (with_auc - without_auc) / max(with_auc - 0.5, 1e-9)
     verdict = ("much of the model's edge rests on it: a member who stops coming is partly "
                "the churn itself, so act on the other drivers too" if lost > 1 / 3 else
-               "the model stands without it: the other columns carry most of the signal")
+               "it stands without it, so the other columns carry most of the signal")
     # `driver_rank` counts the features built from the column (visit_trend, visit_drop).
     signal = ("The strongest signal" if driver_rank == 1 else
               f"Driver #{driver_rank}" if driver_rank else "The column")
-    section.say(f"**This month's visits.** {signal}, {name_now} (with what is built from it), "
-                "may overlap the "
-                f"churn definition (a member who has stopped coming). Refitted with it replaced "
-                f"by {labels.get(usual, usual)} (and the features built from it with it), the "
-                f"model's out-of-fold ROC AUC is {without_auc:.2f} instead of {with_auc:.2f}: "
-                f"{verdict}.")
-
+    section.say(f"**This month's visits.** {signal}, {name_now} (with the features built from "
+                f"it), may overlap the churn definition (a member who has stopped coming). "
+                f"Refitted with it replaced by {labels.get(usual, usual)}, the model still ranks "
+                f"leavers above stayers {without_auc:.2f} of the time against {with_auc:.2f} "
+                f"(0.5 is guessing, 1 perfect; scores from models that did not see the "
+                f"customer): {verdict}.")
     contract = settings["self_selected"]
     rates = customers.groupby(contract)[target].mean()
     short, long_ = rates.index.min(), rates.index.max()
@@ -85,7 +84,9 @@ def caveats(pipeline, customers: pd.DataFrame, features: list[str], target: str,
                 "control group measures an effect.")
     section.say(f"**One snapshot.** The table is one month of {len(customers):,} customers. The "
                 "model was tested on customers it did not see from that month, not on a later "
-                "month: check each new month against the outcomes before relying on it.")
+                "month: check each new month against the outcomes before relying on it. The "
+                "active customers' scores are for a month they in fact stayed: read them as the "
+                "risk of customers like them.")
 
     table = calibration_by_decile(y, oof_proba, int(settings["deciles"]))
     gap = (table["predicted"] - table["observed"]).abs()
@@ -94,19 +95,21 @@ def caveats(pipeline, customers: pd.DataFrame, features: list[str], target: str,
     # Rule: the probabilities "read as chances" when no decile is off by more than 5 points.
     reading = ("they can be read as chances" if gap.max() <= 0.05 else
                "read them as a ranking more than as exact chances")
-    section.say(f"**Calibration.** By risk decile (out-of-fold), predicted and observed churn "
-                f"differ by at most {gap.max():.0%} (decile {int(worst.decile)}: "
-                f"{worst.predicted:.0%} predicted, {worst.observed:.0%} observed): {reading}.")
+    section.say(f"**Calibration.** Cut into ten equal groups by risk, predicted and observed "
+                f"churn differ by at most {100 * gap.max():.1f} points (group "
+                f"{int(worst.decile)}: {100 * worst.predicted:.1f}% predicted, "
+                f"{100 * worst.observed:.1f}% observed): {reading}.")
     section.numbers["calibration"] = table  # the appendix shows the table
     # Page one's caveats paragraph: the same four points, one clause each.
     section.numbers["short"] = [
-        f"Without {name_now} the model's out-of-fold ROC AUC is {without_auc:.2f} (with it "
-        f"{with_auc:.2f}).",
+        f"Even without {name_now}, the model ranks leavers above stayers {without_auc:.2f} of "
+        f"the time (with it {with_auc:.2f}; 0.5 is guessing).",
         "Comparisons between customers are associations, not effects: members chose their "
         "contracts and classes themselves; pilots with a random control group measure effects.",
         "The table is one month: the model has not yet been tested on a later month.",
-        f"By risk decile, predicted churn is within {gap.max():.0%} of the observed.",
-        "Money figures follow stated assumptions (conf/economics/), not measurements."]
+        f"Predicted churn is within {100 * gap.max():.1f} points of the observed in every tenth "
+        "of customers by risk.",
+        "Money figures rest on assumed costs and values (section 2), not measurements."]
     return section
 
 

@@ -12,12 +12,14 @@ from gymchurn.churn.reasons import model_input
 from gymchurn.errors import GymchurnError
 from gymchurn.plots import importance_figure, plt
 from gymchurn.reporting.blocks import (
+    COMPARISONS,
     Section,
     binary_columns,
     compare_groups,
     compare_rates,
     frame_of,
     pct,
+    printed_cut,
     side_phrase,
 )
 
@@ -30,7 +32,9 @@ def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: 
     Rule: a binary column compares its two values; a numeric one its low end with its high end
     (values <= 25th and >= 75th percentile), or below/above the median when those coincide.
     Each side is named by the share of customers it really holds (ties at a percentile can make
-    "the lowest quarter" a third of the table). None when one side is empty.
+    "the lowest quarter" a third of the table) and by its cut, printed so that it selects the
+    same customers (blocks.printed_cut). None when one side is empty. The numbers hold each
+    side's customers as boolean masks (`risky_members`, `safe_members`).
     """
     x, churn = customers[column], customers[target]
     name = (labels or {}).get(column, column)
@@ -38,10 +42,12 @@ def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: 
         low, high, low_text, high_text = x == 0, x == 1, None, None
     else:
         q25, q50, q75 = x.quantile([0.25, 0.5, 0.75])
-        if q25 < q75:
-            low, high, low_cut, high_cut = x <= q25, x >= q75, f"≤ {q25:.3g}", f"≥ {q75:.3g}"
-        else:
-            low, high, low_cut, high_cut = x < q50, x >= q50, f"< {q50:.3g}", f"≥ {q50:.3g}"
+        (low_op, low_at), (high_op, high_at) = (("≤", q25), ("≥", q75)) if q25 < q75 else \
+            (("<", q50), ("≥", q50))
+        low, high = COMPARISONS[low_op](x, low_at), COMPARISONS[high_op](x, high_at)
+        # Each cut printed so that the printed condition selects exactly that side.
+        low_cut = f"{low_op} {printed_cut(low_op, low_at, x)}"
+        high_cut = f"{high_op} {printed_cut(high_op, high_at, x)}"
         low_text = f"the lowest {low.mean():.0%}, {name} {low_cut}"
         high_text = f"the highest {high.mean():.0%}, {name} {high_cut}"
     if not low.any() or not high.any():
@@ -59,7 +65,11 @@ def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: 
 
     sentence = compare_rates(side(high_is_risky, risky, first=True), rates,
                              side(not high_is_risky, safe))
-    return sentence, {**rates, "risky_side": "high" if high_is_risky else "low"}
+    risky_side, safe_side = (high, low) if high_is_risky else (low, high)
+    return sentence, {**rates, "risky_side": "high" if high_is_risky else "low",
+                      "risky_members": risky_side, "safe_members": safe_side,
+                      "risky_words": side_phrase(column, high_is_risky, phrases),
+                      "safe_words": side_phrase(column, not high_is_risky, phrases)}
 
 
 def pattern_mask(customers: pd.DataFrame, when: str) -> pd.Series:
@@ -132,8 +142,10 @@ def permutation_table(pipeline, X_test: pd.DataFrame, y_test: pd.Series, repeats
         "importance_mean", ascending=False).reset_index(drop=True)
 
 
-def overlap(a: pd.Series, b: pd.Series) -> float:
-    """Share of customers in either group who are in both (Jaccard)."""
+def overlap(a, b) -> float:
+    """Share of customers in either group who are in both (Jaccard); boolean masks over the
+    same rows, compared by position."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     either = (a | b).sum()
     return float((a & b).sum() / either) if either else 1.0
 
@@ -146,7 +158,8 @@ def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, targe
                   same_customers: float = 0.9) -> Section:
     """`perm_table`: `permutation_table` of the pipeline on the holdout `X_test`; `labels`:
     plain names of the columns (engineered ones too); `definitions`: what each engineered
-    feature is; `same_customers`: the overlap from which two patterns are one finding."""
+    feature is; `same_customers`: the overlap from which a pattern and a driver side, or two
+    patterns, are one finding (`numbers["same_as"]`: pattern -> the finding it repeats)."""
     from sklearn.inspection import PartialDependenceDisplay
 
     labels = labels or {}
@@ -200,6 +213,7 @@ def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, targe
     model_frame = model_input(pipeline, customers[features]).assign(**{target: customers[target]})
     binary = set(binary_columns(columns))
     directions = {}
+    seen: list[tuple[str, np.ndarray]] = []  # (words, customers) of each finding named so far
     # Rule: for each top driver, the observed churn of its riskier side against its safer side
     # (see driver_direction), then, for a raw column, the model's view (partial dependence).
     for column in top:
@@ -209,6 +223,8 @@ def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, targe
         if found is None:
             continue
         sentence, rates = found
+        for side in ("risky", "safe"):  # the sides' customers: patterns are checked against them
+            seen.append((rates.pop(f"{side}_words"), rates.pop(f"{side}_members").to_numpy()))
         directions[column] = dict(rates)
         if column in curves:
             curve, grid = curves[column], grids[column]
@@ -225,11 +241,11 @@ def churn_drivers(pipeline, X_test: pd.DataFrame, customers: pd.DataFrame, targe
         section.say(sentence)
     section.numbers["directions"] = directions
 
-    # Rule: a pattern that selects nearly the same customers as an earlier one (overlap at
-    # least `same_customers`) is the same finding: named once, not reported twice.
-    seen: list[tuple[str, pd.Series]] = []
+    # Rule: a pattern that selects nearly the same customers (overlap at least
+    # `same_customers`) as a driver side named above or an earlier pattern is the same
+    # finding: named once, not reported twice.
     for pattern in patterns:
-        mask = pattern_mask(customers, pattern["when"])
+        mask = pattern_mask(customers, pattern["when"]).to_numpy()
         twin = next((says for says, other in seen if overlap(mask, other) >= same_customers), None)
         if twin is not None:
             section.numbers.setdefault("same_as", {})[pattern["says"]] = twin

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gymchurn.economics import Assumptions
+from gymchurn.economics import Assumptions, share_up
 
 PER = 1000  # figures per this many customers, whatever the size of the table
 
@@ -39,32 +39,38 @@ def campaign_value(gains: pd.DataFrame, assumptions: Assumptions) -> pd.DataFram
 
 
 def economics_sentences(value: pd.DataFrame, assumptions: Assumptions) -> list[str]:
-    """The assumptions, the best campaign size in the middle scenario, and the break-even."""
+    """The assumptions, the best of the campaign sizes shown in the middle scenario, and the
+    keep rate from which calling pays (rounded up: reaching the shown rate is enough)."""
     a = assumptions
-    scenarios = list(a.keep_rates)
-    middle = scenarios[len(scenarios) // 2]
+    middle = a.middle
     mid = value[value["scenario"] == middle]
     best = mid.loc[mid["net_value"].idxmax()]
-    text = [f"Assumed: an offer costs {a.offer_cost:,.0f} per customer called, a kept member pays "
-            f"{a.monthly_fee:,.0f} a month and stays {a.months_kept:g} months more (worth "
-            f"{a.value_kept:,.0f}); a measure keeps "
+    text = [f"Assumed: an offer costs {a.money(a.offer_cost)} per customer called, a kept member "
+            f"pays {a.money(a.monthly_fee)} a month and stays {a.months_kept:g} months more (worth "
+            f"{a.money(a.value_kept)}); a measure keeps "
             + ", ".join(f"{r:.0%} ({s})" for s, r in a.keep_rates.items())
-            + " of the leavers called. These are settings (conf/economics/), not "
-            "measurements: a pilot measures the keep rate."]
+            + " of the leavers called. These are assumptions to set to the chain's own figures, "
+            "not measurements: a pilot measures the keep rate."]
     if best.net_value > 0:
-        text.append(f"In the {middle} scenario the best campaign calls the riskiest "
+        text.append(f"In the {middle} scenario the best of these sizes calls the riskiest "
                     f"{best.share_contacted:.0%}: per {PER:,} customers it keeps about "
-                    f"{best.members_kept:.0f} members and nets about {best.net_value:,.0f}.")
+                    f"{best.members_kept:.0f} members and nets about "
+                    f"{a.money(best.net_value, people=True)}.")
     else:
         text.append(f"In the {middle} scenario no campaign size pays for itself: the offer costs "
                     f"more than the members it keeps bring in.")
-    sizes = value.drop_duplicates("share_contacted")
-    cheapest, largest = sizes.sort_values("break_even_keep_rate").iloc[0], sizes.iloc[-1]
-    sentence = (f"Calling the riskiest {cheapest.share_contacted:.0%} pays once the measure keeps "
-                f"at least {cheapest.break_even_keep_rate:.0%} of the leavers called")
-    if largest.break_even_keep_rate > cheapest.break_even_keep_rate:
+    # Rule: the sizes that share the lowest break-even are named together ("up to 20%").
+    sizes = value.drop_duplicates("share_contacted").reset_index(drop=True)
+    low = sizes["break_even_keep_rate"].min()
+    cheap = sizes[sizes["break_even_keep_rate"] <= low + 1e-12]
+    largest = sizes.iloc[-1]
+    which = (f"the riskiest {cheap.share_contacted.iloc[0]:.0%}" if len(cheap) == 1 else
+             f"up to the riskiest {cheap.share_contacted.iloc[-1]:.0%}")
+    sentence = (f"Calling {which} pays once the measure keeps at least {share_up(low)} of the "
+                "leavers called")
+    if largest.break_even_keep_rate > low + 1e-12:
         sentence += (f"; calling {largest.share_contacted:.0%} needs "
-                     f"{largest.break_even_keep_rate:.0%}, because more of those calls reach "
+                     f"{share_up(largest.break_even_keep_rate)}, because more of those calls reach "
                      "members who would have stayed anyway")
     text.append(sentence + ".")
     return text

@@ -1,4 +1,4 @@
-"""Sharper target groups: how quickly a new member's risk falls (churn by month of membership
+"""Sharper target groups: how quickly a new member's risk falls (churn by months as a member
 for each contract length), and groups found from the data as readable rules over the raw
 columns (the leaves of a shallow decision tree), ranked by how many leavers they hold.
 
@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from gymchurn.reporting.blocks import Section, frame_of, printed_cut
+
 
 def cohort_table(df: pd.DataFrame, target: str, tenure: str, contract: str,
                  max_month: int) -> pd.DataFrame:
@@ -22,9 +24,10 @@ def cohort_table(df: pd.DataFrame, target: str, tenure: str, contract: str,
     return grouped.unstack(contract).rename_axis(index="month")
 
 
-def cohort_figure(table: pd.DataFrame, min_customers: int, label: str):
-    """One line per contract length: churn rate by month of membership (months with at least
-    `min_customers` customers)."""
+def cohort_figure(table: pd.DataFrame, min_customers: int, label: str,
+                  months: str = "months as a member"):
+    """One line per contract length: churn rate by months as a member (`months`: its plain
+    name; months with at least `min_customers` customers)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
@@ -33,7 +36,7 @@ def cohort_figure(table: pd.DataFrame, min_customers: int, label: str):
         keep = table[("n", contract)] >= min_customers
         ax.plot(table.index[keep], table[("rate", contract)][keep], marker="o",
                 label=f"{contract}-month contract")
-    ax.set_xlabel(f"month of membership ({max_month + 1} = {max_month + 1} or more)")
+    ax.set_xlabel(f"{months} ({max_month + 1} = {max_month + 1} or more)")
     ax.set_ylabel("churn rate")
     ax.set_title(label)
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
@@ -44,27 +47,34 @@ def cohort_figure(table: pd.DataFrame, min_customers: int, label: str):
 
 def _condition(column: str, upper: float | None, lower: float | None, integer: bool,
                labels: Mapping[str, str], phrases: Mapping[str, Mapping[str, str]],
-               binary: bool, observed: Sequence | None) -> str:
+               binary: bool, observed: Sequence | None, values: Sequence | None = None) -> str:
     """One column's bounds on a tree path in words (lower < x <= upper); a column with a few
-    known values reads as those values ("contract length (months) is 6 or 12")."""
+    known values reads as those values ("contract length (months) is 6 or 12"). `values`: the
+    column's observed values, against which a float cut is printed so that the printed rule
+    selects the same customers (blocks.printed_cut); without them, two decimals."""
     if binary and column in phrases:
         return phrases[column]["low"] if upper is not None else phrases[column]["high"]
     name = labels.get(column, column)
     if observed is not None:
         inside = [v for v in observed if (lower is None or v > lower) and (upper is None or v <= upper)]
         return f"{name} {'is' if len(inside) > 1 else '='} {' or '.join(str(v) for v in inside)}"
-
-    def show(v: float) -> str:
-        return f"{int(np.floor(v))}" if integer else f"{v:.2f}"
-
     if integer:  # x <= 3.5 is x <= 3; x > 3.5 is x >= 4
-        parts = ([f"{name} ≥ {int(np.floor(lower)) + 1}"] if lower is not None else []) + \
-                ([f"{name} ≤ {show(upper)}"] if upper is not None else [])
-        if lower is not None and upper is not None and int(np.floor(lower)) + 1 == int(np.floor(upper)):
-            return f"{name} = {int(np.floor(upper))}"
+        # Bounds beyond the observed values say nothing: "≤ 0" at the smallest value is "= 0".
+        smallest, largest = (np.min(values), np.max(values)) if values is not None and len(values) \
+            else (-np.inf, np.inf)
+        low = max(int(np.floor(lower)) + 1, smallest) if lower is not None else smallest
+        high = min(int(np.floor(upper)), largest) if upper is not None else largest
+        if low == high:
+            return f"{name} = {int(high)}"
+        parts = ([f"{name} ≥ {int(low)}"] if lower is not None else []) + \
+                ([f"{name} ≤ {int(high)}"] if upper is not None else [])
         return " and ".join(parts)
-    parts = ([f"{name} > {show(lower)}"] if lower is not None else []) + \
-            ([f"{name} ≤ {show(upper)}"] if upper is not None else [])
+
+    def show(op: str, cut: float) -> str:
+        return printed_cut(op, cut, values) if values is not None else f"{cut:.2f}"
+
+    parts = ([f"{name} > {show('>', lower)}"] if lower is not None else []) + \
+            ([f"{name} ≤ {show('≤', upper)}"] if upper is not None else [])
     return " and ".join(parts)
 
 
@@ -91,7 +101,8 @@ def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth
                 values = list(rule.get("values") or [])
                 observed = sorted(int(v) for v in X[column].unique()) if values else None
                 parts.append(_condition(column, upper, lower, rule.get("kind") == "int", labels,
-                                        phrases, values == [0, 1], observed))
+                                        phrases, values == [0, 1], observed,
+                                        X[column].to_numpy()))
             rows.append({"rule": " and ".join(parts) or "every customer",
                          "customers": int(members.sum()), "share": float(members.mean()),
                          "churn_rate": float(y[members].mean()),
@@ -108,29 +119,47 @@ def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth
     return table.reset_index(drop=True)
 
 
-def target_groups(df: pd.DataFrame, target: str, columns: Sequence[str], data_columns: Mapping,
-                  labels: Mapping[str, str], phrases: Mapping, settings: Mapping, seed: int):
-    """Section 5: the cohort curve and the rule groups, with the sentences they support."""
-    from gymchurn.reporting.blocks import Section, frame_of
+def target_labels(groups: pd.DataFrame, churn_rate: float, n_targets: int) -> list[str]:
+    """The page-one names of the rule groups (`rule_groups` order): "G1", "G2", ... for the
+    groups whose churn is above the table's `churn_rate`, the most leavers first, at most
+    `n_targets`; "" for the others."""
+    above = np.flatnonzero(groups["churn_rate"].to_numpy() > churn_rate)[:max(n_targets, 0)]
+    names = [""] * len(groups)
+    for i, row in enumerate(above):
+        names[row] = f"G{i + 1}"
+    return names
 
+
+def target_groups(df: pd.DataFrame, target: str, columns: Sequence[str], data_columns: Mapping,
+                  labels: Mapping[str, str], phrases: Mapping, settings: Mapping, seed: int,
+                  n_targets: int) -> Section:
+    """Section 5: the cohort curve and the rule groups, with the sentences they support; the
+    table names the `n_targets` target groups of page one G1, G2, ... (`target_labels`)."""
     section = Section("groups", "Who leaves: groups to target")
     tenure, contract = settings["tenure_column"], settings["contract_column"]
     cohorts = cohort_table(df, target, tenure, contract, int(settings["cohort_months"]))
     first = cohorts.loc[0, "rate"]
-    settled = cohorts.loc[cohorts.index.max(), "rate"]
+    last_month = int(cohorts.index.max())  # the pooled last row: this many months or more
+    settled = cohorts.loc[last_month, "rate"]
     months, lengths = labels.get(tenure, tenure), list(cohorts["rate"].columns)  # months: axis
     section.numbers.update({f"churn_month0_contract{c}": float(first[c]) for c in lengths})
+    # Months count as the data does: the first month is 0 months as a member, and the pooled
+    # last row is the members with `last_month` or more months behind them.
     section.say(
-        "How quickly a new member's risk falls, by contract length: in the first month "
-        + ", ".join(f"{first[c]:.0%} of {c}-month members leave" for c in lengths)
-        + f"; from month {int(cohorts.index.max())} of membership on: "
+        f"How quickly a new member's risk falls, by contract length: in their first month (0 "
+        f"{months}) " + ", ".join(f"{first[c]:.0%} of {c}-month members leave" for c in lengths)
+        + f"; after {last_month} or more {months}: "
         + ", ".join(f"{settled[c]:.0%}" for c in lengths) + ".")
     section.figure("cohort_curve", f"Churn rate by {months} for each contract length.",
                    cohort_figure(cohorts, int(settings["min_customers"]),
-                                 "Churn by month of membership"))
+                                 f"Churn by {months}", months))
     groups = rule_groups(df, target, columns, int(settings["max_depth"]),
                          float(settings["min_share"]), seed, data_columns, labels, phrases)
-    shown = groups.head(int(settings["show"]))
+    churn_rate = float(df[target].mean())
+    groups.insert(0, "group", target_labels(groups, churn_rate, n_targets))
+    named = groups["group"] != ""
+    # The table: the first `show` groups, and every target group even if it comes later.
+    shown = groups[(groups.index < int(settings["show"])) | named]
     top = shown.iloc[0]
     section.numbers.update(top_group_leavers=int(top.leavers), top_group_churn=float(top.churn_rate),
                            rule_groups=groups, first_month=dict(first), settled=dict(settled))
@@ -140,8 +169,19 @@ def target_groups(df: pd.DataFrame, target: str, columns: Sequence[str], data_co
         f"most leavers first: \"{top.rule}\" holds {top.customers:,} customers "
         f"({top.share:.0%}), of whom {top.churn_rate:.0%} left: {top.leavers:,} of the "
         f"{int(df[target].sum()):,} leavers.")
-    section.table("Target groups as rules, the most leavers first.", frame_of([{
-        "group (rule)": r.rule, "customers": f"{r.customers:,}", "share": f"{r.share:.0%}",
-        "churn": f"{r.churn_rate:.0%}", "leavers": f"{r.leavers:,}"}
-        for r in shown.itertuples(index=False)]))
+    # Rule: the selection of page one's target groups, stated with its numbers.
+    if named.any():
+        last = groups.loc[named, "group"].iloc[-1]
+        section.say(
+            f"The target groups G1{'' if last == 'G1' else '-' + last} on page one are the groups "
+            f"whose churn is above the table's {churn_rate:.0%}, the most leavers first, at most "
+            f"{n_targets}; together they hold {int(groups.loc[named, 'leavers'].sum()):,} of the "
+            f"{int(df[target].sum()):,} leavers.")
+    else:
+        section.say(f"No group churns more than the table's {churn_rate:.0%}, so none is a target "
+                    "group.")
+    section.table("Groups as rules, the most leavers first (G1...: the target groups of page one).",
+                  frame_of([{"group": r.group, "rule": r.rule, "customers": f"{r.customers:,}",
+                             "share": f"{r.share:.0%}", "churn": f"{r.churn_rate:.0%}",
+                             "leavers": f"{r.leavers:,}"} for r in shown.itertuples(index=False)]))
     return section

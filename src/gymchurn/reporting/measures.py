@@ -44,8 +44,8 @@ def check_pilot(settings: Mapping) -> dict:
 
 
 def whole_pct(x: float) -> str:
-    """Percentages for people: whole numbers."""
-    return f"{100 * x:.0f} %"
+    """Percentages for people: whole numbers, written as the whole report writes them ("27%")."""
+    return f"{100 * x:.0f}%"
 
 
 # ---------------------------------------------------------------- comparable customers
@@ -109,7 +109,7 @@ def comparable_rates(customers: pd.DataFrame, target: str, members, exposure: st
     at least `min_stratum` exposed and `min_stratum` unexposed customers. Each usable stratum's
     exposed and unexposed churn rates are weighted by its share of the members in usable strata
     (direct standardisation); `coverage` is the share of all members in usable strata. The
-    Mantel-Haenszel odds ratio of churn (exposed over unexposed) and its 95 % CI pool the same
+    Mantel-Haenszel odds ratio of churn (exposed over unexposed) and its 95% CI pool the same
     usable strata. Without an exposure, members or a usable stratum: no comparison, and why.
     """
     members = np.asarray(members, dtype=bool)
@@ -159,7 +159,7 @@ def comparable_rates(customers: pd.DataFrame, target: str, members, exposure: st
 
 
 def mantel_haenszel(counts: pd.DataFrame) -> tuple[float | None, float | None, float | None]:
-    """Pooled odds ratio of churn, exposed over unexposed, and its 95 % CI (statsmodels), from
+    """Pooled odds ratio of churn, exposed over unexposed, and its 95% CI (statsmodels), from
     per-stratum counts; None where a zero cell leaves it undefined."""
     from statsmodels.stats.contingency_tables import StratifiedTable
 
@@ -249,7 +249,7 @@ def group_measures(customers: pd.DataFrame, target: str, groups: Sequence, catal
             else:
                 pilot, why = None, ("none of them churned, so there is no churn to reduce"
                                     if baseline == 0 else "all of them churned; sizing a pilot "
-                                    "needs a churn rate below 100 %")
+                                    "needs a churn rate below 100%")
             rows.append({"name": m.name, "action": m.action, "driver": m.driver,
                          "exposure_says": m.exposure_says, "strata": list(m.strata),
                          "banded": {c: e for c, e in m.strata.items() if e is not None},
@@ -274,7 +274,7 @@ def _comparable_words(row: dict, labels: Mapping) -> str:
 
 
 def data_sentence(row: dict, labels: Mapping) -> str:
-    """What the data shows for a measure. Rules: the odds ratio's 95 % CI below 1 reads
+    """What the data shows for a measure. Rules: the odds ratio's 95% CI below 1 reads
     "churned less often", above 1 "more often", spanning 1 "about as often"; the comparison's
     coverage is named when part of the members fall in strata too thin to compare."""
     c = row["comparison"]
@@ -285,7 +285,7 @@ def data_sentence(row: dict, labels: Mapping) -> str:
     low, high = c["odds_ratio_low"], c["odds_ratio_high"]
     how = ("" if low is None or high is None else "less often: " if high < 1
            else "more often: " if low > 1 else "about as often: ")
-    odds = (f" (odds ratio {c['odds_ratio']:.2f}, 95 % CI {low:.2f}-{high:.2f})"
+    odds = (f" (odds ratio {c['odds_ratio']:.2f}, 95% CI {low:.2f}-{high:.2f})"
             if c["odds_ratio"] is not None and low is not None and high is not None else "")
     text = (f"Among comparable customers ({_comparable_words(row, labels)}), those who "
             f"{row['exposure_says']} churned {how}{whole_pct(c['exposed_rate'])} against "
@@ -300,8 +300,14 @@ def months(n: int) -> str:
     return f"{n} month" if n == 1 else f"{n} months"
 
 
+def too_long(pilot: dict) -> bool:
+    """Rule: a pilot taking more than LONG_PILOT_MONTHS in all (intake and the month to observe)
+    is too slow to wait for: it is called out wherever it is shown."""
+    return bool(pilot.get("months")) and pilot["months"] > LONG_PILOT_MONTHS
+
+
 def pilot_sentence(row: dict) -> str:
-    """The pilot in words. Rule: an intake longer than LONG_PILOT_MONTHS is called out."""
+    """The pilot in words; a pilot that is `too_long` is called out."""
     p = row["pilot"]
     if p is None:
         return f"Pilot: cannot be sized: {row['pilot_reason']}."
@@ -316,20 +322,58 @@ def pilot_sentence(row: dict) -> str:
             f"{p['eligible_now']:,} eligible a month (if as many become eligible each month as "
             "are now), plus a month to observe "
             f"({months(p['months'])} in all).")
-    if p["intake_months"] > LONG_PILOT_MONTHS:
-        text += (" That is more than a year: pool this group with similar ones or aim at a larger "
-                 "reduction.")
+    if too_long(p):
+        text += (f" That is more than {months(LONG_PILOT_MONTHS)}: pool this group with similar "
+                 "ones or aim at a larger reduction.")
     return text
 
 
-def _shows_cell(c: dict) -> str:
+def _shows_cell(row: dict) -> str:
+    """The main table's comparison: the behaviour compared and the churn of those who show it
+    against those who do not ("take group classes: 69% vs 80%"); odds ratios stay in the
+    appendix's sentences."""
+    c = row["comparison"]
     if not c["available"]:
         return "no comparison in the data" if c["reason"].startswith("the data holds") \
             else "too few comparable customers"
-    text = f"{whole_pct(c['exposed_rate'])} vs {whole_pct(c['unexposed_rate'])}"
-    if c["odds_ratio"] is not None and c["odds_ratio_low"] is not None:
-        text += f" (OR {c['odds_ratio']:.2f}, {c['odds_ratio_low']:.2f}-{c['odds_ratio_high']:.2f})"
-    return text
+    return (f"{row['exposure_says']}: {whole_pct(c['exposed_rate'])} vs "
+            f"{whole_pct(c['unexposed_rate'])}")
+
+
+def _months_cell(pilot: dict | None) -> str:
+    """The main table's pilot length in months, with the warning when it is `too_long`."""
+    if not pilot or not pilot.get("months"):
+        return "-"
+    return f"{pilot['months']} (too long: pool groups)" if too_long(pilot) else str(pilot["months"])
+
+
+def _intro(s: Mapping, catalogue: Catalogue, labels: Mapping, detail: bool) -> str:
+    """The section's opening: how measures are chosen, what "comparable customers" are, and
+    how the pilots are sized; plain words in the main part, the methods in the appendix."""
+    chosen = (f"Each target group gets the measures meant for at least "
+              f"{whole_pct(s['min_for_share'])} of its members, at most {s['per_group']}, in the "
+              "catalogue's priority order")
+    strata = list(dict.fromkeys(c for m in catalogue.items for c in m.strata))
+    alike = " and ".join(labels.get(c, c) for c in strata) or "nothing"
+    if detail:
+        return (chosen + " (conf/measures/). Comparable customers: all customers of the table in "
+                f"the same strata of the measure's columns ({alike}; banded where edges are "
+                "given), not only the group's members. In each stratum holding members the churn "
+                "of those who already behave as the measure aims (exposed) and of those who do "
+                "not is weighted by the group's members in it (direct standardisation), and the "
+                "Mantel-Haenszel odds ratio with its 95% CI pools the same strata. They chose that "
+                "behaviour themselves, so it is an association, not the effect of the measure. "
+                f"Pilots: a two-sided test of two proportions (Cohen's h, alpha "
+                f"{s['alpha']:g}) sized to see churn fall by {whole_pct(s['relative_reduction'])} "
+                f"with {whole_pct(s['power'])} power.")
+    return (chosen + f". \"Comparable customers\" are all customers in the table with the same "
+            f"{alike} as the group's members (each measure uses the columns it needs), not only "
+            "the members themselves: the table compares the churn of those among them who "
+            "already do what the measure aims at with those who do not. They chose that "
+            "themselves, so the difference is an association, not the effect of the measure. "
+            "Only a pilot with a random control group measures the effect; each is sized so "
+            f"that {whole_pct(s['power'])} of such pilots would detect churn falling by "
+            f"{whole_pct(s['relative_reduction'])}; the appendix gives each in full.")
 
 
 def what_to_try(customers: pd.DataFrame, target: str, groups: Sequence, catalogue: Catalogue,
@@ -343,15 +387,7 @@ def what_to_try(customers: pd.DataFrame, target: str, groups: Sequence, catalogu
     results = group_measures(customers, target, groups, catalogue, s)
     section = Section("measures_detail" if detail else "measures",
                       "Measures in detail" if detail else "What to try")
-    section.say(f"Each target group gets the catalogue's measures (conf/measures/, in priority order) "
-                f"meant for at least {whole_pct(s['min_for_share'])} of its members, at most "
-                f"{s['per_group']}. \"Comparable customers\" compares those who already behave as a "
-                "measure aims with those who do not, within strata (contract length, months as a "
-                "member) weighted like the group: they chose that behaviour themselves, so it is an "
-                "association, not the effect of the measure. A pilot with a random control group "
-                f"measures the effect; it is sized to see churn fall by "
-                f"{whole_pct(s['relative_reduction'])} at {whole_pct(s['power'])} power"
-                + (" (sentences below)." if detail else "; the appendix gives each in full."))
+    section.say(_intro(s, catalogue, labels, detail))
     rows = []
     for g in results:
         if not g["members"]:
@@ -373,17 +409,18 @@ def what_to_try(customers: pd.DataFrame, target: str, groups: Sequence, catalogu
                 section.say(f"{head}: {m['action']}{part}.{driver} "
                             f"{data_sentence(m, labels)} {pilot_sentence(m)}")
             p = m["pilot"] or {}
+            driver_name = labels.get(m["driver"], m["driver"]) if m["driver"] else "-"
             rows.append({"group": g["group"], "measure": m["name"],
-                         "driver (rank)": (f"{labels.get(m['driver'], m['driver'])} (#{rank})"
-                                           if rank is not None else m["driver"] or "-"),
-                         "for how many now": m["for_now"], "comparable customers: did vs not":
-                         _shows_cell(m["comparison"]),
+                         "driver (rank)": (f"{driver_name} (#{rank})" if rank is not None
+                                           else driver_name),
+                         "for how many now": m["for_now"],
+                         "comparable customers: churn of those who do vs not": _shows_cell(m),
                          "pilot: per arm": p.get("per_arm", "-"),
-                         "pilot: months": p.get("months") or "-"})
+                         "pilot: months": _months_cell(p)})
     if rows and not detail:
-        section.table(f"Measures per target group: what comparable customers show (standardised "
-                      f"churn, exposed vs not; Mantel-Haenszel odds ratio, 95 % CI) and a pilot "
-                      f"sized for a {whole_pct(s['relative_reduction'])} fall in churn.",
+        section.table(f"Measures per target group: churn of comparable customers who already do "
+                      f"what the measure aims at against those who do not, and a pilot sized to "
+                      f"detect churn falling by {whole_pct(s['relative_reduction'])}.",
                       frame_of(rows))
     section.numbers["groups"] = results
     section.numbers["pilot_settings"] = s

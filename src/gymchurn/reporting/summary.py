@@ -12,15 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from gymchurn.economics import about, money, share_up
 from gymchurn.reporting.blocks import Section, frame_of
 
 
-def about(x: float) -> str:
-    """A figure rounded for people: two significant digits from 100 on (1,813 -> 1,800)."""
-    if abs(x) < 100:
-        return f"{x:,.0f}"
-    digits = int(np.floor(np.log10(abs(x)))) - 1
-    return f"{round(x, -digits):,.0f}"
+def people(x: float) -> str:
+    """A number of members for people: whole, and "under 1" rather than 0.3."""
+    return "under 1" if 0 < x < 0.5 else about(x)
 
 
 @dataclass
@@ -41,9 +39,11 @@ class PageOne:
     break_even_keep_rate: float
     active: int              # customers still active (the call list)
     at_risk: int             # of them, at or above the threshold
+    worth_calling: int       # of them, at or above the risk from which a call pays
     groups: pd.DataFrame     # target groups: rule, customers, active, churn_rate, leavers,
                              # action, kept, net (see target_group_table)
     caveats: Sequence[str]   # one short clause each
+    currency: str = ""       # before money figures
 
 
 def target_group_table(rule_groups: pd.DataFrame, y: np.ndarray, oof_proba: np.ndarray,
@@ -84,38 +84,42 @@ def page_one(p: PageOne) -> Section:
     lengths = sorted(p.first_month)
     short, long_ = lengths[0], lengths[-1]
     findings.append(
-        f"**New members on short contracts leave first.** In their first month "
-        f"{p.first_month[short]:.0%} of {short}-month members leave, against "
-        f"{p.first_month[long_]:.0%} on {long_}-month contracts; from month {p.settled_month} of "
-        f"membership on, {p.settled[short]:.0%} and {p.settled[long_]:.0%}.")
+        f"**New members on short contracts leave first.** In their first month (0 full months as "
+        f"a member) {p.first_month[short]:.0%} of {short}-month members leave, against "
+        f"{p.first_month[long_]:.0%} on {long_}-month contracts; after {p.settled_month} or more "
+        f"months as a member, {p.settled[short]:.0%} and {p.settled[long_]:.0%}.")
     findings.append("**What predicts leaving most** (the model's own ranking): "
                     + ", ".join(p.drivers) + ".")
     near = p.gains.iloc[int((p.gains["share_contacted"] - 0.1).abs().argmin())]
     last = p.gains.iloc[-1]
     findings.append(
-        f"**Whom to call.** Calling the riskiest {near.share_contacted:.0%} of customers reaches "
-        f"{near.share_of_leavers:.0%} of those who would leave ({near.precision:.0%} of the "
-        f"calls reach a leaver); calling {last.share_contacted:.0%} reaches "
-        f"{last.share_of_leavers:.0%}. Of the {p.active:,} customers still active, "
-        f"{p.at_risk:,} are at risk now: call_list.csv ranks them, with reasons and an action.")
+        f"**Whom to call.** In a month like this one, calling the riskiest "
+        f"{near.share_contacted:.0%} of all members reaches {near.share_of_leavers:.0%} of those "
+        f"who would leave ({near.precision:.0%} of the calls reach a leaver); calling "
+        f"{last.share_contacted:.0%} reaches {last.share_of_leavers:.0%}. Of the {p.active:,} "
+        f"customers still active, {p.at_risk:,} are at risk now, and in the {p.middle} scenario "
+        f"a call pays for the riskiest {p.worth_calling:,}: call them first. call_list.csv ranks "
+        "everyone, with reasons and an action.")
     findings.append(
-        f"**What it is worth.** In the {p.middle} scenario (assumptions below) the best campaign "
-        f"calls the riskiest {p.best_share:.0%}: per 1,000 customers it keeps about "
-        f"{about(p.best_kept)} members and nets about {about(p.best_net)}. Calling pays once a "
-        f"measure keeps at least {p.break_even_keep_rate:.0%} of the leavers called; a pilot "
-        "measures that.")
+        f"**What it is worth.** In the {p.middle} scenario (assumptions in section 2), the best "
+        f"of the campaign sizes shown calls the riskiest {p.best_share:.0%} of a month's members: "
+        f"per 1,000 members it keeps about {people(p.best_kept)} and nets about "
+        f"{money(p.best_net, p.currency, people=True)}. Calling pays once a measure keeps at least "
+        f"{share_up(p.break_even_keep_rate)} of the leavers called; a pilot measures that.")
     for finding in findings:
         section.say(finding)
     if len(p.groups):
         section.table("Target groups, the most leavers first: who (a rule a CRM can filter), how "
                       f"many are still active, their churn, the action, and the expected effect of "
-                      f"calling the active members whom a call pays for ({p.middle} scenario, "
-                      "out-of-fold risk at least the break-even).", frame_of([{
+                      f"calling the active members whom a call pays for ({p.middle} scenario).",
+                      frame_of([{
                           "group": f"G{i + 1}", "who": g.rule, "customers": f"{g.customers:,}",
                           "still active": f"{g.active:,}", "churn": f"{g.churn_rate:.0%}",
                           "action": g.action,
-                          "calling those it pays for": f"call {g.worth_calling:,}, keep about "
-                                                       f"{g.kept:.1f}, net about {about(g.net)}"}
+                          "calling those it pays for": f"call {g.worth_calling:,}, keep "
+                                                       f"{'about ' if g.kept >= 0.5 else ''}"
+                                                       f"{people(g.kept)}, net about "
+                                                       f"{money(g.net, p.currency, people=True)}"}
                           for i, g in enumerate(p.groups.itertuples(index=False))]))
     section.say("**Caveats.** " + " ".join(p.caveats))
     return section
