@@ -87,6 +87,10 @@ def test_report_writes_html_markdown_figures_and_an_mlflow_run(report):
     calls = pd.read_csv(out / "call_list.csv")
     assert (calls["priority_rank"] == range(1, len(calls) + 1)).all()
     assert calls["churn_probability"].is_monotonic_decreasing
+    # A built feature named in the reasons is defined in the report.
+    reasons = " ".join(calls.filter(like="reason_").fillna("").to_numpy().ravel())
+    if "this month's visits against the average" in reasons:
+        assert "this month's visits against the average is this month's visits per week" in main
     linked = {line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")}
     files = {f"figures/{p.name}" for p in (out / "figures").glob("*.png")}
     assert linked == files and len(files) >= 10

@@ -206,6 +206,13 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
                                          oof.proba[active])
     calls = call_list_table(df, target, oof, threshold, labels, names, catalogue)
     call = done(who_to_call(calls, threshold, note, int(cfg.call_list_show)))
+    # Rule: a built feature named in the call list's reasons is defined under it.
+    reasons_text = " ".join(r for r in calls[[c for c in calls if c.startswith("reason_")]]
+                            .to_numpy(dtype=object).ravel() if isinstance(r, str))
+    named = [c for c in BehaviourChangeFeatures.definitions if plain.get(c, c) in reasons_text]
+    if named:
+        call.say("Built from the columns: " + "; ".join(
+            f"{plain.get(c, c)} is {BehaviourChangeFeatures.definitions[c]}" for c in named) + ".")
     campaign = done(campaign_section(y_test, proba_test, list(cfg.capacity_shares), assumptions))
     groups = done(target_groups(df, target, columns, data_columns, plain, phrases,
                                 OmegaConf.to_container(cfg.groups), int(cfg.seed),
