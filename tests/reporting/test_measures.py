@@ -283,3 +283,22 @@ def test_the_catalogue_does_not_pool_months_one_and_two():
         edges = item["strata"].get("Lifetime")
         if edges is not None:
             assert {1, 2, 3} <= set(edges), item["name"]
+
+
+def test_a_pilot_takes_in_only_the_members_new_each_month():
+    """Onboarding is for months 0 and 1: two monthly intakes are eligible now, one comes each
+    month, so the pilot takes twice as many months as counting everyone eligible now."""
+    rng = np.random.default_rng(3)
+    n = 300
+    df = pd.DataFrame({"Lifetime": rng.integers(0, 2, n), "Group_visits": rng.integers(0, 2, n),
+                       "Churn": (rng.random(n) < 0.5).astype(int)})
+    item = {"name": "onboarding", "for": "Lifetime <= 1", "action": "welcome call",
+            "exposure": None}
+    groups = [("new", np.ones(n, bool), (df.Churn == 0).to_numpy())]
+    flow, stock = (group_measures(df, "Churn", groups, load_catalogue(
+        {"default_action": "call", "items": [{**item, **extra}]}), SETTINGS)[0]["measures"][0]["pilot"]
+        for extra in ({"new_each_month": "Lifetime == 0"}, {}))
+    new_now = int(((df.Churn == 0) & (df.Lifetime == 0)).sum())
+    assert flow["eligible_now"] == new_now and stock["eligible_now"] == int((df.Churn == 0).sum())
+    assert flow["intake_months"] == math.ceil(flow["total"] / new_now)
+    assert flow["intake_months"] > stock["intake_months"]

@@ -28,6 +28,8 @@ class Measure:
     exposure_says: str | None  # that behaviour in words
     strata: dict = field(default_factory=dict)  # column -> None (each value) or band edges
     driver: str | None = None  # the column behind the measure
+    new_each_month: str | None = None  # who of them is new this month (a pilot's monthly
+                                       # intake); None: as many each month as are eligible now
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def load_catalogue(cfg: Mapping) -> Catalogue:
                 raise GymchurnError(f"measure '{item['name']}': strata.{column} must be null (each "
                                     f"value) or increasing band edges such as [0, 1, 3, 6]; got {edges!r}.")
         measures.append(Measure(item["name"], item["for"], item["action"], item.get("exposure"),
-                                item.get("exposure_says"), strata, item.get("driver")))
+                                item.get("exposure_says"), strata, item.get("driver"),
+                                item.get("new_each_month")))
     return Catalogue(tuple(measures), cfg["default_action"])
 
 
@@ -81,6 +84,8 @@ def check_catalogue(catalogue: Catalogue, customers: pd.DataFrame) -> None:
         condition_mask(customers, m.when, f"measure '{m.name}': for")
         if m.exposure:
             condition_mask(customers, m.exposure, f"measure '{m.name}': exposure")
+        if m.new_each_month:
+            condition_mask(customers, m.new_each_month, f"measure '{m.name}': new_each_month")
         missing = [c for c in m.strata if c not in customers.columns]
         if missing:
             raise GymchurnError(f"measure '{m.name}': strata {missing} are not columns of the "

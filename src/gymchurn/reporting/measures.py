@@ -234,6 +234,9 @@ def group_measures(customers: pd.DataFrame, target: str, groups: Sequence, catal
     s = check_pilot(settings)
     masks = {m.name: condition_mask(customers, m.when, f"measure '{m.name}': for").to_numpy()
              for m in catalogue.items}
+    new_masks = {m.name: condition_mask(customers, m.new_each_month,
+                                        f"measure '{m.name}': new_each_month").to_numpy()
+                 for m in catalogue.items if m.new_each_month}
     churned = customers[target].to_numpy().astype(bool)
     results = []
     for name, members, active in groups:
@@ -242,10 +245,15 @@ def group_measures(customers: pd.DataFrame, target: str, groups: Sequence, catal
         for m, share in chosen_measures(members, masks, catalogue, s["min_for_share"], s["per_group"]):
             meant = members & masks[m.name]
             eligible = int((active & meant).sum())
+            # A pilot's monthly intake: those new this month when the catalogue says who they
+            # are (onboarding: months 0 and 1 are two intakes), else as many as are eligible now.
+            monthly = int((active & meant & new_masks[m.name]).sum()) if m.new_each_month \
+                else eligible
             baseline = float(churned[meant].mean())
             if 0 < baseline < 1:
-                pilot, why = pilot_design(baseline, s["relative_reduction"], eligible, s["alpha"],
+                pilot, why = pilot_design(baseline, s["relative_reduction"], monthly, s["alpha"],
                                           s["power"]), None
+                pilot["intake_rule"] = m.new_each_month
             else:
                 pilot, why = None, ("none of them churned, so there is no churn to reduce"
                                     if baseline == 0 else "all of them churned; sizing a pilot "
@@ -319,8 +327,10 @@ def pilot_sentence(row: dict) -> str:
         return f"Pilot: {aim}, but none of the members it is for is active now, so it cannot start."
     text = (f"Pilot: each month a random half of the eligible members gets it and the other half "
             f"is the control; {aim}: {months(p['intake_months'])} of intake at about "
-            f"{p['eligible_now']:,} eligible a month (if as many become eligible each month as "
-            "are now), plus a month to observe "
+            f"{p['eligible_now']:,} eligible a month "
+            + (f"(those new this month: {p['intake_rule']})" if p.get("intake_rule") else
+               "(if as many become eligible each month as are now)")
+            + ", plus a month to observe "
             f"({months(p['months'])} in all).")
     if too_long(p):
         text += (f" That is more than {months(LONG_PILOT_MONTHS)}: pool this group with similar "
