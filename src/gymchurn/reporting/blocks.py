@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
-import numpy as np
 import pandas as pd
 
 from gymchurn.plots import plt
+from gymchurn.rules import COMPARISONS, printed_cut  # noqa: F401  (sections print cuts)
 from gymchurn.segments.portraits import phrase
 
 STAYED, CHURNED = "#4c72b0", "#dd5555"
@@ -64,35 +63,6 @@ class Section:
 def pct(x: float) -> str:
     """A share with one decimal, as the whole report writes percentages: "26.5%"."""
     return f"{100 * x:.1f}%"
-
-
-COMPARISONS = {"≤": np.less_equal, "<": np.less, "≥": np.greater_equal, ">": np.greater}
-
-
-def printed_cut(op: str, cut: float, values, max_decimals: int = 12) -> str:
-    """`cut` as a rule prints it after `op` (one of ≤ < ≥ >), so that re-applying the printed
-    rule to `values` (the column's observed values) selects exactly the customers `values op
-    cut` does: a CRM filter typed from the report gets the stated group.
-
-    Rule: the fewest decimals, from 0 when every value is a whole number and from 2 otherwise,
-    at which the cut rounded up, or else down, leaves no observed value between the printed
-    cut and the true one ("x ≤ 1.3131" prints "≤ 1.32" unless a customer has 1.3131 < x ≤
-    1.32; "x ≤ 2.5" on whole months prints "≤ 2"). That condition is the same for both sides
-    of a split (≤ and >, or < and ≥), so both print the same number. Without such a rounding
-    up to `max_decimals` decimals, the cut as Python writes it.
-    """
-    compare = COMPARISONS[op]
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    selected = compare(values, cut)
-    exact = Decimal(repr(float(cut)))
-    whole = bool(np.all(values == np.round(values)))
-    for decimals in range(0 if whole else 2, max_decimals + 1):
-        for rounding in (ROUND_CEILING, ROUND_FLOOR):
-            shown = exact.quantize(Decimal(1).scaleb(-decimals), rounding=rounding)
-            if np.array_equal(compare(values, float(shown)), selected):
-                return f"{abs(shown) if shown == 0 else shown:f}"  # never "-0.00"
-    return repr(float(cut))
 
 
 def compare_rates(subject: str, rates: Mapping, others: str) -> str:

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from gymchurn.reporting.blocks import Section, frame_of, printed_cut
+from gymchurn.reporting.blocks import Section, frame_of
+from gymchurn.rules import leaf_bounds, rule_words
 
 
 def cohort_table(df: pd.DataFrame, target: str, tenure: str, contract: str,
@@ -45,39 +46,6 @@ def cohort_figure(table: pd.DataFrame, min_customers: int, label: str,
     return fig
 
 
-def _condition(column: str, upper: float | None, lower: float | None, integer: bool,
-               labels: Mapping[str, str], phrases: Mapping[str, Mapping[str, str]],
-               binary: bool, observed: Sequence | None, values: Sequence | None = None) -> str:
-    """One column's bounds on a tree path in words (lower < x <= upper); a column with a few
-    known values reads as those values ("contract length (months) is 6 or 12"). `values`: the
-    column's observed values, against which a float cut is printed so that the printed rule
-    selects the same customers (blocks.printed_cut); without them, two decimals."""
-    if binary and column in phrases:
-        return phrases[column]["low"] if upper is not None else phrases[column]["high"]
-    name = labels.get(column, column)
-    if observed is not None:
-        inside = [v for v in observed if (lower is None or v > lower) and (upper is None or v <= upper)]
-        return f"{name} {'is' if len(inside) > 1 else '='} {' or '.join(str(v) for v in inside)}"
-    if integer:  # x <= 3.5 is x <= 3; x > 3.5 is x >= 4
-        # Bounds beyond the observed values say nothing: "≤ 0" at the smallest value is "= 0".
-        smallest, largest = (np.min(values), np.max(values)) if values is not None and len(values) \
-            else (-np.inf, np.inf)
-        low = max(int(np.floor(lower)) + 1, smallest) if lower is not None else smallest
-        high = min(int(np.floor(upper)), largest) if upper is not None else largest
-        if low == high:
-            return f"{name} = {int(high)}"
-        parts = ([f"{name} ≥ {int(low)}"] if lower is not None else []) + \
-                ([f"{name} ≤ {int(high)}"] if upper is not None else [])
-        return " and ".join(parts)
-
-    def show(op: str, cut: float) -> str:
-        return printed_cut(op, cut, values) if values is not None else f"{cut:.2f}"
-
-    parts = ([f"{name} > {show('>', lower)}"] if lower is not None else []) + \
-            ([f"{name} ≤ {show('≤', upper)}"] if upper is not None else [])
-    return " and ".join(parts)
-
-
 def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth: int,
                 min_share: float, seed: int, data_columns: Mapping,
                 labels: Mapping[str, str], phrases: Mapping) -> pd.DataFrame:
@@ -89,32 +57,16 @@ def rule_groups(df: pd.DataFrame, target: str, columns: Sequence[str], max_depth
     X, y = df[list(columns)], df[target].astype(int)
     tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed,
                                   min_samples_leaf=max(1, int(min_share * len(df)))).fit(X, y)
-    t = tree.tree_
+    leaf = tree.apply(X)
     rows = []
-
-    def walk(node: int, bounds: dict) -> None:
-        if t.children_left[node] == -1:  # a leaf
-            members = tree.apply(X) == node
-            parts = []
-            for column, (lower, upper) in bounds.items():
-                rule = data_columns.get(column, {})
-                values = list(rule.get("values") or [])
-                observed = sorted(int(v) for v in X[column].unique()) if values else None
-                parts.append(_condition(column, upper, lower, rule.get("kind") == "int", labels,
-                                        phrases, values == [0, 1], observed,
-                                        X[column].to_numpy()))
-            rows.append({"rule": " and ".join(parts) or "every customer",
-                         "customers": int(members.sum()), "share": float(members.mean()),
-                         "churn_rate": float(y[members].mean()),
-                         "leavers": int(y[members].sum()), "conditions": len(parts),
-                         "members": members})  # a boolean mask over the table's rows
-            return
-        column, cut = columns[t.feature[node]], float(t.threshold[node])
-        lower, upper = bounds.get(column, (None, None))
-        walk(t.children_left[node], {**bounds, column: (lower, cut if upper is None else min(upper, cut))})
-        walk(t.children_right[node], {**bounds, column: (cut if lower is None else max(lower, cut), upper)})
-
-    walk(0, {})
+    for node, bounds in leaf_bounds(tree, list(columns)).items():
+        members = leaf == node
+        parts = rule_words(bounds, X, data_columns, labels, phrases)
+        rows.append({"rule": " and ".join(parts) or "every customer",
+                     "customers": int(members.sum()), "share": float(members.mean()),
+                     "churn_rate": float(y[members].mean()),
+                     "leavers": int(y[members].sum()), "conditions": len(parts),
+                     "members": members})  # a boolean mask over the table's rows
     table = pd.DataFrame(rows).sort_values(["leavers", "churn_rate"], ascending=False)
     return table.reset_index(drop=True)
 
