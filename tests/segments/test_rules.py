@@ -102,3 +102,15 @@ def test_the_number_of_segments_is_at_most_max_leaves(max_leaves):
     df = customers()
     assigner = RuleAssigner(max_depth=3, max_leaves=max_leaves).fit(df, box_clusters(df))
     assert assigner.n_segments_ <= max_leaves
+
+
+def test_a_segmentation_run_measures_its_findability():
+    from gymchurn.segments.fit import findability
+
+    df = customers().astype(float)
+    df["Lifetime_copy"] = df["Lifetime"] * 2 + 1  # a near duplicate among the inputs
+    measured = findability(df, box_clusters(df), ["Lifetime", "Group_visits", "Lifetime_copy"], 0)
+    assert measured["rule_fidelity_min"] == 1.0  # boxes are rules
+    assert measured["correlated_input_pairs"] == 1.0
+    direct = distinct_groups(df, box_clusters(df), column_groups(df))
+    assert measured["distinct_columns_min"] == min(len(c) for c in direct.values())

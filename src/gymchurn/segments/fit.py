@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -283,6 +284,26 @@ def choose(p: SegmentationPlan, study):
     return trials[chosen], front, ranked, checked
 
 
+def findability(X: pd.DataFrame, labels, inputs: list[str], seed: int) -> dict[str, float]:
+    """How far the segments are from portraits a CRM can find (issue 14): the fidelity of the
+    best depth-3 rules to them, the distinct column groups of the least distinct segment, and
+    the near-duplicate pairs among the clustering inputs (experiments/segmentation-study.md)."""
+    from gymchurn.segments.rules import (
+        RuleAssigner,
+        column_groups,
+        correlated_pairs,
+        distinct_groups,
+        rule_fidelity,
+    )
+
+    n = len(np.unique(labels))
+    rules = RuleAssigner(max_depth=3, max_leaves=n, random_state=seed).fit(X[inputs], labels)
+    distinct = distinct_groups(X, labels, column_groups(X))
+    return {"rule_fidelity_min": float(rule_fidelity(rules.labels_, labels)["fidelity"].min()),
+            "distinct_columns_min": float(min(len(c) for c in distinct.values())),
+            "correlated_input_pairs": float(len(correlated_pairs(X, inputs)))}
+
+
 def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> SegmentationResult:
     """Tune, choose, refit, score and describe the segments; return the result."""
     from threadpoolctl import threadpool_limits
@@ -309,6 +330,7 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
         X_scaled = scaled_inputs(pipeline, X)
         chosen_row = checked[checked["chosen"]].iloc[0]
         metrics = segment_scores(X_scaled, labels, churn)
+        metrics.update(findability(X, labels, p.subsets[subset], int(cfg.seed)))
         metrics.update(stability_ari_mean=chosen_row["stability_ari_mean"],
                        stability_ari_std=chosen_row["stability_ari_std"],
                        chosen_trial_number=best.number, pareto_front_size=len(front),
