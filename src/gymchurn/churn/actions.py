@@ -65,16 +65,18 @@ def load_catalogue(cfg: Mapping) -> Catalogue:
     return Catalogue(tuple(measures), cfg["default_action"])
 
 
-def condition_mask(customers: pd.DataFrame, expression: str, what: str) -> pd.Series:
-    """The customers an expression selects (a boolean Series), or one error naming it."""
+def condition_mask(customers: pd.DataFrame, expression: str, what: str,
+                   where: str = WHERE) -> pd.Series:
+    """The customers an expression (pandas eval over the columns) selects, as a boolean Series,
+    or one error naming the expression and `where` it is set."""
     try:
         mask = customers.eval(expression)
     except Exception as err:  # pandas raises many kinds for a bad expression
         raise GymchurnError(f"{what} '{expression}' cannot be evaluated on the customer table "
-                            f"({err}). Fix it in {WHERE}: use column names, numbers and "
+                            f"({err}). Fix it in {where}: use column names, numbers and "
                             "comparisons.") from None
     if not isinstance(mask, pd.Series) or mask.dtype != bool:
-        raise GymchurnError(f"{what} '{expression}' is not a yes/no condition; fix it in {WHERE}.")
+        raise GymchurnError(f"{what} '{expression}' is not a yes/no condition; fix it in {where}.")
     return mask
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.churn.reasons import model_input
-from gymchurn.errors import GymchurnError
 from gymchurn.plots import importance_figure, plt
 from gymchurn.reporting.blocks import (
     COMPARISONS,
@@ -73,17 +72,10 @@ def driver_direction(customers: pd.DataFrame, target: str, column: str, binary: 
 
 
 def pattern_mask(customers: pd.DataFrame, when: str) -> pd.Series:
-    """The customers a configured condition (pandas `eval` over the columns) selects."""
-    try:
-        mask = customers.eval(when)
-    except Exception as err:  # pandas raises many kinds for a bad expression
-        raise GymchurnError(
-            f"report pattern '{when}' cannot be evaluated on the table ({err}). Fix `patterns` "
-            "in conf/report.yaml: use column names, numbers and comparisons."
-        ) from None
-    if not isinstance(mask, pd.Series) or mask.dtype != bool:
-        raise GymchurnError(f"report pattern '{when}' is not a yes/no condition; fix conf/report.yaml.")
-    return mask
+    """The customers a configured pattern (pandas `eval` over the columns) selects."""
+    from gymchurn.churn.actions import condition_mask
+
+    return condition_mask(customers, when, "report pattern", "`patterns` in conf/report.yaml")
 
 
 def pattern_comparison(customers: pd.DataFrame, target: str, when: str, says: str) -> tuple[str, dict]:
