@@ -86,10 +86,10 @@ ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
 		--host $(call quote,$(value HOST)) --port $(call quote,$(value PORT))
 
 test: $(STAMP) ## run the whole test suite (what CI runs), on two cores
-	$(BIN)/python -m pytest -n 2 --dist load
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP) ## run the tests not marked slow
-	$(BIN)/python -m pytest -n 2 --dist load -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
 
 bench: $(STAMP) ## tracking overhead, 1 vs 2 workers, training and scoring up to 1M rows -> experiments/benchmarks.md
 	@$(RUN) --args-only benchmarks/bench.py

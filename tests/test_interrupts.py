@@ -119,8 +119,8 @@ VICTIM = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_runs_of_a_killed_process_are_closed_by_the_next_command(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+def test_runs_of_a_killed_process_are_closed_by_the_next_command(new_mlflow_db):
+    uri = f"sqlite:///{new_mlflow_db}"
     victim = subprocess.Popen([sys.executable, "-c", VICTIM, uri], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:

@@ -9,6 +9,7 @@ the served model checks its input the way `make predict` does (gymchurn.serving)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-import skops.io as sio
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -45,6 +45,9 @@ def save_pipeline(pipeline, path: str | Path) -> list[str]:
     must come from a package the pipeline's own steps come from; anything else (a lambda, an
     unexpected class) is refused here, before it can reach the registry.
     """
+    import skops.io as sio  # here, not above: its import takes seconds (it indexes scikit-learn),
+    # and commands that only read or move aliases (promote, its errors) never need it
+
     sio.dump(pipeline, path)
     untrusted = sio.get_untrusted_types(file=path)
     allowed = pipeline_module_roots(pipeline) | _ALWAYS_TRUSTED_ROOTS
@@ -59,7 +62,16 @@ def save_pipeline(pipeline, path: str | Path) -> list[str]:
 
 def load_pipeline(path: str | Path, trusted_types: list[str]):
     """Load a skops file, trusting only the types recorded when it was saved."""
+    import skops.io as sio  # see save_pipeline
+
     return sio.load(path, trusted=list(trusted_types))
+
+
+@functools.cache
+def distributions_by_module() -> Mapping[str, list[str]]:
+    """importlib's module -> distributions map: it reads every installed package's file list
+    (about a second), so once per process (what is installed does not change during a run)."""
+    return metadata.packages_distributions()
 
 
 def pip_requirements(pipeline) -> list[str]:
@@ -68,7 +80,7 @@ def pip_requirements(pipeline) -> list[str]:
     The distribution is looked up per module (xgboost may be installed as xgboost-cpu).
     Written out so MLflow does not load the model again to infer them.
     """
-    providers = metadata.packages_distributions()
+    providers = distributions_by_module()
     modules = ["mlflow", "pandas", "numpy", "skops"]
     modules += sorted(pipeline_module_roots(pipeline) - {"gymchurn", "builtins"})
     requirements = []

@@ -18,7 +18,7 @@ from gymchurn.config import compose_config
 from gymchurn.errors import install_interrupt_handlers
 from gymchurn.tuning import finished_trials
 
-from .test_experiment import parent_and_children, run_entrypoint
+from .test_experiment import parent_and_children
 
 
 def client_for(tmp_path) -> MlflowClient:
@@ -46,8 +46,8 @@ def wait_for_finished_trials(tmp_path, name: str, n: int, proc, timeout: float =
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
-def test_interrupted_run_is_killed_and_the_rerun_resumes(tmp_path, store_overrides, sig):
-    overrides = [*store_overrides, "tune=fast", "tune.timeout=900", "tune.n_trials=6", "tune.folds=5",
+def test_interrupted_run_is_killed_and_the_rerun_resumes(tmp_path, store_overrides, new_mlflow_db, sig):
+    overrides = [*store_overrides, "tune=fast", "tune.timeout=900", "tune.n_trials=6", "tune.folds=3",
                  "tune.study_name=interrupted", "evaluation.repeated_cv_repeats=0",
                  "evaluation.permutation_repeats=1"]
     log = tmp_path / "stdout.txt"
@@ -69,9 +69,11 @@ def test_interrupted_run_is_killed_and_the_rerun_resumes(tmp_path, store_overrid
     assert 2 <= len(kept) < 6
     assert client.search_registered_models() == []  # nothing half-registered
 
-    again = run_entrypoint(*overrides)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"resuming study 'interrupted': {len(kept)}" in again.stdout
+    # The rerun, in this process (the command line's part, the signal, is checked above).
+    lines = []
+    experiment.run(compose_config(overrides=[o for o in overrides if not o.startswith("hydra.")]),
+                   printer=lines.append)
+    assert f"resuming study 'interrupted': {len(kept)}" in "\n".join(lines)
     parents, _ = parent_and_children(client, "gym-churn")
     assert sorted(p.info.status for p in parents) == ["FINISHED", "KILLED"]
     finished = study_of(tmp_path, "interrupted").get_trials(
@@ -146,15 +148,16 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, small_cfg):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_without_duplicates(tmp_path, store_overrides):
+def test_two_workers_share_one_study_without_duplicates(tmp_path, small_cfg, capfd):
     # Enough trials that the spawned worker (seconds of imports before its first trial) joins
-    # while worker 0 is still tuning, on an idle machine and a loaded one.
+    # while worker 0 is still tuning, on an idle machine and a loaded one. Worker 0 is this
+    # process; both print their progress to file descriptor 1.
     n = 24
-    done = run_entrypoint(*store_overrides, "workers=2", "tune=fast", "tune.timeout=900",
-                          f"tune.n_trials={n}", "tune.folds=3", "tune.study_name=shared",
-                          "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "[worker 0]" in done.stdout and "[worker 1]" in done.stdout
+    small_cfg.workers, small_cfg.tune.n_trials, small_cfg.tune.folds = 2, n, 3
+    small_cfg.tune.study_name = "shared"
+    experiment.run(small_cfg)
+    out = capfd.readouterr().out
+    assert "[worker 0]" in out and "[worker 1]" in out
     trials = study_of(tmp_path, "shared").trials
     assert n <= len(trials) <= n + 1  # the other worker may finish the trial it is running
     assert len({t.number for t in trials}) == len(trials)

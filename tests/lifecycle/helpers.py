@@ -1,12 +1,14 @@
-"""Registered models for the lifecycle tests (promote, predict, serve), trained once per session.
+"""Registered models for the lifecycle tests (promote, predict, serve), trained once per test run.
 
-`trained_store` trains three small churn versions into one session temp store; each test copies
-its SQLite file (`copy_store`) so the registry changes one test makes never reach another. The
-artifacts stay where they are: tests only read them.
+`trained_store` trains three small churn versions into one temp store per test run (shared by the
+pytest-xdist workers); each test copies its SQLite file (`copy_store`) so the registry changes one
+test makes never reach another. The artifacts stay where they are: tests only read them.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import socket
 import subprocess
@@ -50,18 +52,41 @@ def store_overrides(root: Path) -> list[str]:
 def trained_store(tmp_path_factory) -> Path:
     """A folder with customers.csv and mlflow.db holding versions 1-3 of the classifier."""
     if "root" not in _SESSION:
-        root = tmp_path_factory.mktemp("lifecycle")
-        make_synthetic_customers(600, seed=7).to_csv(root / "customers.csv", index=False)
-        for overrides in VERSIONS:
-            cfg = compose_config(overrides=[
-                *store_overrides(root), f"tune.storage=sqlite:///{root}/optuna.db",
-                "tune=fast", "tune.n_trials=2", "tune.folds=2", "evaluation.repeated_cv_repeats=0",
-                "evaluation.permutation_repeats=1", *overrides,
-            ])
-            run(cfg, printer=lambda line: None)
+        _SESSION["root"] = made_once(tmp_path_factory, "lifecycle", train_versions)
         mlflow.set_tracking_uri(None)
-        _SESSION["root"] = root
     return _SESSION["root"]
+
+
+def train_versions(root: Path) -> None:
+    make_synthetic_customers(600, seed=7).to_csv(root / "customers.csv", index=False)
+    for overrides in VERSIONS:
+        cfg = compose_config(overrides=[
+            *store_overrides(root), f"tune.storage=sqlite:///{root}/optuna.db",
+            "tune=fast", "tune.n_trials=2", "tune.folds=2", "evaluation.repeated_cv_repeats=0",
+            "evaluation.permutation_repeats=1", *overrides,
+        ])
+        run(cfg, printer=lambda line: None)
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name`, filled by `make(folder)` once per test run. Under pytest-xdist the
+    workers share it: it sits in the run's folder above theirs, the first to get there makes
+    it under a file lock, and the others wait for the lock and read it (a worker that died half
+    way leaves no `.made` file, so the next one makes it again)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: its own temp folder
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    run_folder = tmp_path_factory.getbasetemp().parent
+    folder = run_folder / name
+    with open(run_folder / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when this block ends, or the process dies
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
 
 
 def copy_store(root: Path, dest: Path) -> list[str]:
@@ -154,7 +179,6 @@ def assert_no_partial_files(folder: Path) -> None:
     assert not leftovers, leftovers
 
 
-
 def lose_model_files(db: Path, name: str, version: int, where: Path) -> None:
     """In a copied store, point a version's model files at `where`, a folder that does not
     exist: the registry as a user leaves it after deleting or moving an artifacts folder."""
@@ -190,3 +214,36 @@ def assert_decisions_match_aliases(start: dict, final: dict) -> list:
         state = {a: tags[f"after.{a}"] for a in ALIASES}
     assert state == {a: final.get(a, "none") for a in ALIASES}
     return runs
+
+
+def aliases() -> dict:
+    """The classifier's aliases in the current store: alias -> version number as text."""
+    return {a: str(v) for a, v in MlflowClient().get_registered_model(CLASSIFIER).aliases.items()}
+
+
+def set_aliases(**pairs) -> None:
+    """set_aliases(champion=1, previous_champion=2): `_` in a name stands for `-`."""
+    for alias, version in pairs.items():
+        MlflowClient().set_registered_model_alias(CLASSIFIER, alias.replace("_", "-"), str(version))
+
+
+def start_aliases(**pairs) -> dict:
+    set_aliases(**pairs)
+    return aliases()
+
+
+def check_concurrent_runs(done, uri: str, start: dict) -> None:
+    """Promotions run at once: every process succeeded in one piece, and every decision it
+    printed is a FINISHED run that matches the final aliases; the lock is gone."""
+    for result in done:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    mlflow.set_tracking_uri(uri)
+    final = aliases()
+    runs = assert_decisions_match_aliases(start, final)
+    printed = [line.split(" run ")[1].split()[0] for r in done for line in r.stdout.splitlines()
+               if line.startswith("recorded:")]
+    assert sorted(printed) == sorted(r.info.run_id for r in runs)  # none lost, none extra
+    assert len(runs) >= len(done) - 1  # at most one found nothing to do
+    names = [m.name for m in MlflowClient().search_registered_models()]
+    assert not [n for n in names if n.endswith(".promotion-lock")]

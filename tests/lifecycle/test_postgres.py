@@ -18,7 +18,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.churn.test_experiment import parent_and_children, run_entrypoint
+from gymchurn import experiment
+from gymchurn.config import compose_config
+from tests.churn.test_experiment import parent_and_children
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [
@@ -108,14 +110,14 @@ def test_two_workers_on_a_postgres_study_log_to_a_postgres_backed_server(
     tmp_path, store_overrides, postgres, tracking_server
 ):
     storage = postgres("optuna")
-    overrides = [o for o in store_overrides if not o.startswith(("tracking.uri", "tune.storage"))]
-    done = run_entrypoint(
+    overrides = [o for o in store_overrides if not o.startswith(("tracking.uri", "tune.storage", "hydra."))]
+    # Worker 0 in this process (the command line is tested in tests/churn/), worker 1 spawned.
+    experiment.run(compose_config(overrides=[
         *overrides, f"tracking.uri={tracking_server}", f"tune.storage={storage}", "workers=2",
         "tune=fast", "tune.timeout=900", "tune.n_trials=6", "tune.folds=2",
         "tune.study_name=pg-shared", "evaluation.repeated_cv_repeats=0",
         "evaluation.permutation_repeats=1",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    ]), printer=lambda line: None)
     trials = optuna.load_study(study_name="pg-shared", storage=storage).trials
     assert 6 <= len(trials) <= 7
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)

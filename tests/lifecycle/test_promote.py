@@ -18,13 +18,15 @@ from gymchurn.registry import load_fitted_pipeline
 from tests.lifecycle.helpers import (
     CLASSIFIER,
     SEGMENTATION,
-    assert_decisions_match_aliases,
+    aliases,
+    check_concurrent_runs,
     copy_store,
-    free_port,
     lose_model_files,
     register_segmentation,
     registry_snapshot,
     run_modules,
+    set_aliases,
+    start_aliases,
     trained_store,
 )
 
@@ -46,10 +48,6 @@ def promote(store, *overrides):
     return result, "\n".join(lines)
 
 
-def aliases():
-    return {a: str(v) for a, v in MlflowClient().get_registered_model(CLASSIFIER).aliases.items()}
-
-
 def version_tags(version):
     return MlflowClient().get_model_version(CLASSIFIER, str(version)).tags
 
@@ -57,11 +55,6 @@ def version_tags(version):
 def promotion_runs():
     experiment = MlflowClient().get_experiment_by_name("gym-churn-promotion")
     return MlflowClient().search_runs([experiment.experiment_id]) if experiment else []
-
-
-def set_aliases(**pairs):
-    for alias, version in pairs.items():
-        MlflowClient().set_registered_model_alias(CLASSIFIER, alias.replace("_", "-"), str(version))
 
 
 def test_first_version_becomes_champion_and_the_decision_is_recorded(store):
@@ -196,28 +189,6 @@ def test_promote_without_a_challenger_names_the_aliases(store):
 # ---------------------------------------------------------------- two users, two terminals
 
 
-def start_aliases(**pairs) -> dict:
-    set_aliases(**pairs)
-    return aliases()
-
-
-def check_concurrent_runs(done, uri: str, start: dict) -> None:
-    """Every process succeeded in one piece, and every decision it printed is a FINISHED run
-    that matches the final aliases; the lock is gone."""
-    for result in done:
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "Traceback" not in result.stderr
-    mlflow.set_tracking_uri(uri)
-    final = aliases()
-    runs = assert_decisions_match_aliases(start, final)
-    printed = [line.split(" run ")[1].split()[0] for r in done for line in r.stdout.splitlines()
-               if line.startswith("recorded:")]
-    assert sorted(printed) == sorted(r.info.run_id for r in runs)  # none lost, none extra
-    assert len(runs) >= len(done) - 1  # at most one found nothing to do
-    names = [m.name for m in MlflowClient().search_registered_models()]
-    assert not [n for n in names if n.endswith(".promotion-lock")]
-
-
 @pytest.mark.slow
 def test_promotions_and_a_rollback_at_once_keep_every_decision(store):
     # The issue: two forced promotions started together both said so, one was lost and
@@ -231,23 +202,8 @@ def test_promotions_and_a_rollback_at_once_keep_every_decision(store):
     check_concurrent_runs(done, store[-1].split("=", 1)[1], start)
 
 
-@pytest.mark.slow
-def test_promotions_at_once_through_a_tracking_server(store, tmp_path):
-    from tests.lifecycle.test_serve import BIN, running
-
-    start = start_aliases(champion=1)
-    port = free_port()
-    server = [str(BIN / "mlflow"), "server", "--backend-store-uri", store[-1].split("=", 1)[1],
-              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-              "--port", str(port), "--workers", "2"]
-    with running(server, port, tmp_path / "server.log") as url:
-        via_server = [*store[:-1], f"tracking.uri={url}"]
-        done = run_modules("gymchurn.promote", [
-            [*via_server, "version=2", "force=true", "user=alice"],
-            [*via_server, "version=3", "force=true", "user=bob"],
-        ])
-        check_concurrent_runs(done, url, start)
-        assert {aliases()["champion"], aliases()["previous-champion"]} == {"2", "3"}
+# The same through a tracking server: tests/lifecycle/test_serve.py (one server start serves
+# that test and `make ui`'s checks).
 
 
 def hold_lock(expires_in: float, holder: str = "dana@elsewhere pid 42") -> None:

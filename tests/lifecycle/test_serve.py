@@ -1,6 +1,8 @@
 """Real servers on 127.0.0.1: `mlflow models serve` of the champion (what `make serve` runs) and
 the tracking server (what `make ui` runs), each started on a free port, polled until it answers
-(a generous deadline, never one short read timeout), queried over HTTP and always stopped."""
+(a generous deadline, never one short read timeout), queried over HTTP and always stopped. Each
+server starts once (seconds of imports in every server process): the tests that only read from
+the served champion share one."""
 
 from __future__ import annotations
 
@@ -20,7 +22,15 @@ import requests
 from gymchurn.config import PROJECT_ROOT, compose_config
 from gymchurn.data import SCHEMA_ORDER
 from gymchurn.predict import run as run_predict
-from tests.lifecycle.helpers import CLASSIFIER, free_port, new_customers, store_with_champion
+from tests.lifecycle.helpers import (
+    CLASSIFIER,
+    aliases,
+    check_concurrent_runs,
+    free_port,
+    new_customers,
+    run_modules,
+    store_with_champion,
+)
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -81,12 +91,30 @@ def store(tmp_path_factory, tmp_path):
     return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
-def test_served_champion_answers_like_make_predict(store, tmp_path):
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`mlflow models serve` of @champion (version 1) as `make serve` runs it, started once for
+    the tests using it, which only send it requests (`make test` runs a file's tests in one
+    pytest-xdist worker); yields its URL and the store's overrides."""
+    folder = tmp_path_factory.mktemp("served")
+    store = store_with_champion(tmp_path_factory, folder / "store")
+    port = free_port()
+    # As `make serve`: the venv's bin on PATH, since MLflow starts its server as `uvicorn`.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store[-1].split("=", 1)[1],
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{CLASSIFIER}@champion",
+             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with running(serve, port, folder / "serve.log", env) as url:
+        yield url, store
+
+
+def test_served_champion_answers_like_make_predict(served, tmp_path):
     command = make_dry_run("serve")
     assert "models serve -m models:/gym-churn-classifier@champion" in command
     assert "--env-manager local" in command and "--host 127.0.0.1" in command
     assert f"PATH={PROJECT_ROOT}/.venv/bin:" in command
 
+    url, store = served
     customers = new_customers(6)
     customers.to_csv(tmp_path / "new.csv", index=False)
     run_predict(compose_config("predict", overrides=[
@@ -94,33 +122,26 @@ def test_served_champion_answers_like_make_predict(store, tmp_path):
         "reasons=none"]), printer=lambda line: None)
     expected = pd.read_csv(tmp_path / "scores.csv")["churn_probability"].to_numpy()
 
-    port = free_port()
-    # As `make serve`: the venv's bin on PATH, since MLflow starts its server as `uvicorn`.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store[-1].split("=", 1)[1],
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{CLASSIFIER}@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
-    with running(serve, port, tmp_path / "serve.log", env) as url:
-        rows = customers[SCHEMA_ORDER[:-1]].astype("float64")
-        payload = {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
-        response = request("POST", f"{url}/invocations", json=payload)
-        assert response.status_code == 200, response.text
-        served = [p["churn_probability"] for p in response.json()["predictions"]]
-        np.testing.assert_allclose(served, expected, rtol=1e-12)
+    rows = customers[SCHEMA_ORDER[:-1]].astype("float64")
+    payload = {"dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}}
+    response = request("POST", f"{url}/invocations", json=payload)
+    assert response.status_code == 200, response.text
+    served_scores = [p["churn_probability"] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(served_scores, expected, rtol=1e-12)
 
-        bad = request("POST", f"{url}/invocations", json={"dataframe_split": {
-            "columns": ["Age"], "data": [[30.0]]}})
-        assert bad.status_code == 400 and "missing" in bad.text.lower()
+    bad = request("POST", f"{url}/invocations", json={"dataframe_split": {
+        "columns": ["Age"], "data": [[30.0]]}})
+    assert bad.status_code == 400 and "missing" in bad.text.lower()
 
 
-def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
+def test_tracking_server_shows_runs_and_the_champion_and_takes_promotions_at_once(store, tmp_path):
     command = make_dry_run("ui")
     assert "mlflow server --backend-store-uri" in command and "--host 127.0.0.1" in command
 
     port = free_port()
     server = [str(BIN / "mlflow"), "server", "--backend-store-uri", store[-1].split("=", 1)[1],
               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
-              "--port", str(port)]
+              "--port", str(port), "--workers", "2"]  # 2: the promotions below reach both
     with running(server, port, tmp_path / "ui.log") as url:
         api = f"{url}/api/2.0/mlflow"
         experiment = request("GET", f"{api}/experiments/get-by-name",
@@ -141,6 +162,18 @@ def test_tracking_server_shows_runs_and_the_champion(store, tmp_path):
         assert champion["version"] == "1"
         assert champion["run_id"] in {r["info"]["run_id"] for r in found}
 
+        # Two users promote through the same server at once (see test_promote.py for the same
+        # on one SQLite file): both decisions are kept and the aliases follow them.
+        start = aliases()
+        assert start == {"champion": "1", "challenger": "3"}
+        via_server = [*store[:-1], f"tracking.uri={url}"]
+        done = run_modules("gymchurn.promote", [
+            [*via_server, "version=2", "force=true", "user=alice"],
+            [*via_server, "version=3", "force=true", "user=bob"],
+        ])
+        check_concurrent_runs(done, url, start)
+        assert {aliases()["champion"], aliases()["previous-champion"]} == {"2", "3"}
+
 
 # The issue's requests (one broken value each), with the column and rule the answer must name.
 INVALID_REQUESTS = [
@@ -154,24 +187,19 @@ INVALID_REQUESTS = [
 ]
 
 
-def test_served_champion_refuses_what_make_predict_refuses(store, tmp_path):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store[-1].split("=", 1)[1],
-           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    serve = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{CLASSIFIER}@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+def test_served_champion_refuses_what_make_predict_refuses(served):
+    url, _ = served
     rows = new_customers(3)[SCHEMA_ORDER[:-1]].astype("float64")
-    with running(serve, port, tmp_path / "serve.log", env) as url:
-        for column, value, message in INVALID_REQUESTS:
-            data = rows.astype(object).to_numpy().tolist()
-            data[1][list(rows.columns).index(column)] = value  # the second customer
-            response = request("POST", f"{url}/invocations", json={
-                "dataframe_split": {"columns": list(rows.columns), "data": data}})
-            assert response.status_code == 400, (column, value, response.text)
-            error = response.json()
-            assert error["error_code"] == "INVALID_PARAMETER_VALUE", error
-            assert message in error["message"] and "rows 2" in error["message"], error["message"]
-            assert "Traceback" not in response.text
-        fine = request("POST", f"{url}/invocations", json={"dataframe_split": {
-            "columns": list(rows.columns), "data": rows.to_numpy().tolist()}})
-        assert fine.status_code == 200 and len(fine.json()["predictions"]) == 3
+    for column, value, message in INVALID_REQUESTS:
+        data = rows.astype(object).to_numpy().tolist()
+        data[1][list(rows.columns).index(column)] = value  # the second customer
+        response = request("POST", f"{url}/invocations", json={
+            "dataframe_split": {"columns": list(rows.columns), "data": data}})
+        assert response.status_code == 400, (column, value, response.text)
+        error = response.json()
+        assert error["error_code"] == "INVALID_PARAMETER_VALUE", error
+        assert message in error["message"] and "rows 2" in error["message"], error["message"]
+        assert "Traceback" not in response.text
+    fine = request("POST", f"{url}/invocations", json={"dataframe_split": {
+        "columns": list(rows.columns), "data": rows.to_numpy().tolist()}})
+    assert fine.status_code == 200 and len(fine.json()["predictions"]) == 3

@@ -73,7 +73,7 @@ E2E = ["segment_tune@tune=fast", "tune.n_trials=5", "tune.n_startup_trials=3", "
 
 
 @pytest.mark.slow
-def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrides):
+def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrides, new_mlflow_db):
     done = run_entrypoint(*store_overrides, "clustering=agglomerative", *E2E,
                           "clustering.search_space.n_clusters.high=5")
     assert done.returncode == 0, done.stderr[-3000:]

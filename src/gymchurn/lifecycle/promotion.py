@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from gymchurn.churn.evaluate import classification_metrics
 from gymchurn.data import load_customers, split_holdout, table_digest
 from gymchurn.errors import GymchurnError, interruption_point
 from gymchurn.lifecycle.lock import ModelLock, model_lock
@@ -96,6 +95,8 @@ def fixed_holdout(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, str]:
 
 def rescore(cfg: DictConfig, gate, name: str, versions: dict) -> tuple[dict, list[str]]:
     """Metrics of each version on the fixed holdout; notes say which may have trained on it."""
+    from gymchurn.churn.evaluate import classification_metrics  # scikit-learn: seconds to import
+
     X, y, digest = fixed_holdout(cfg)
     # The key this holdout would have in a version's tags, had it been evaluated on it.
     key = (digest, str(cfg.holdout.seed), str(cfg.holdout.test_size))[:len(gate.same_basis)]
