@@ -66,6 +66,7 @@ class DataConfig:
     target: str = MISSING
     columns: dict[str, Any] = MISSING
     phrases: dict[str, Any] = field(default_factory=dict)  # optional: words for generated text
+    portrait: dict[str, str] = field(default_factory=dict)  # optional: a segment's clauses
     labels: dict[str, Any] = field(default_factory=dict)  # optional: a column's plain name
     negative_labels: dict[str, Any] = field(default_factory=dict)  # optional: its negative values' name
 
@@ -176,10 +177,20 @@ class SelectionConfig:
 
 
 @dataclass
+class SegmentRulesConfig:
+    max_depth: int = number(1, 3)  # at most three conditions per rule (issue 14)
+    max_leaves: int | None = number(2)
+
+
+@dataclass
 class SegmentationConfig:
     column_subsets: Any = MISSING
     search: Any = MISSING
+    log_columns: list[str] = MISSING
+    near_duplicate_r: float = number(0, 1)
+    rules: SegmentRulesConfig = field(default_factory=SegmentRulesConfig)
     objectives: list[str] = MISSING
+    distinct_min_effect: float = number(0)
     constraints: ConstraintsConfig = field(default_factory=ConstraintsConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
@@ -192,6 +203,8 @@ class PortraitsConfig:
     max_correlation: float = number(0, 1)
     lean_effect: float = number(0)
     phrases: Any = MISSING
+    templates: Any = MISSING
+    measure_min_cover: float = number(0, 1)
 
 
 @dataclass
@@ -206,6 +219,7 @@ class SegmentConfig:
     n_jobs: int = number(1)
     segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
     portraits: PortraitsConfig = field(default_factory=PortraitsConfig)
+    measures: Any = MISSING  # conf/measures/: checked by churn.actions.load_catalogue
     registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 

@@ -105,3 +105,34 @@ def rule_words(bounds: Mapping[str, tuple], X: pd.DataFrame, data_columns: Mappi
         parts.append(condition_words(column, upper, lower, rule.get("kind") == "int", labels,
                                      phrases, values == [0, 1], observed, X[column].to_numpy()))
     return parts
+
+
+def condition_expression(column: str, lower: float | None, upper: float | None,
+                         rule: Mapping, values) -> str:
+    """One column's bounds (lower < x <= upper) as a pandas/CRM filter expression that selects
+    the same customers: listed domains and whole numbers as whole-number comparisons, other
+    cuts printed against the observed `values` (printed_cut)."""
+    domain = list(rule.get("values") or [])
+    if domain:
+        inside = [v for v in sorted(domain) if (lower is None or v > lower) and (upper is None or v <= upper)]
+        if len(inside) == 1:
+            return f"{column} == {inside[0]}"
+        parts = ([f"{column} >= {inside[0]}"] if lower is not None else []) + \
+                ([f"{column} <= {inside[-1]}"] if upper is not None else [])
+        return " and ".join(parts)
+    if rule.get("kind") == "int":  # x <= 3.5 is x <= 3; x > 3.5 is x >= 4
+        parts = ([f"{column} >= {int(np.floor(lower)) + 1}"] if lower is not None else []) + \
+                ([f"{column} <= {int(np.floor(upper))}"] if upper is not None else [])
+        return " and ".join(parts)
+    parts = ([f"{column} > {printed_cut('>', lower, values)}"] if lower is not None else []) + \
+            ([f"{column} <= {printed_cut('≤', upper, values)}"] if upper is not None else [])
+    return " and ".join(parts)
+
+
+def rule_expression(bounds: Mapping[str, tuple], X: pd.DataFrame, data_columns: Mapping) -> str:
+    """A leaf's bounds as one filter expression over the raw columns (`DataFrame.query` and a
+    CRM's filter read it the same way); "True" for the root of a tree that never split."""
+    parts = [condition_expression(column, lower, upper, data_columns.get(column, {}),
+                                  X[column].to_numpy())
+             for column, (lower, upper) in bounds.items()]
+    return " and ".join(parts) or "True"

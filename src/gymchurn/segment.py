@@ -34,6 +34,9 @@ def run(cfg: DictConfig, printer=print) -> dict:
     printer(f"segmentation experiment: {cfg.clustering.name} on {len(customers)} customers, "
             f"choosing among {len(plan.subsets)} column subsets; objectives "
             f"{', '.join(plan.objectives)}")
+    for name, pairs in plan.refused.items():
+        shown = ", ".join(f"{a} ~ {b} (r = {r:.2f})" for a, b, r in pairs)
+        printer(f"not searched: column subset '{name}' holds near duplicates {shown}")
     resumed = resume_note(study, int(cfg.tune.n_trials))
     if resumed:
         printer(resumed)
@@ -80,12 +83,18 @@ def summary_text(summary: dict, cfg: DictConfig, run) -> str:
         f"{m['stability_ari_mean']:.3f} ± {m['stability_ari_std']:.3f}",
         f"           {int(m['n_segments'])} segments, smallest {m['min_segment_share']:.1%}; "
         f"churn rate from {m['churn_rate_best_segment']:.1%} to {m['churn_rate_worst_segment']:.1%}",
-        "segments   (by churn rate; 'sets apart': std. difference from the other customers)",
-        f"  {'seg':>3} {'size':>5} {'share':>6} {'churn':>6}  {'name':<42} sets apart",
+        f"findable   rules of <= {int(m['max_conditions'])} conditions; fidelity to the clusters "
+        f">= {m['rule_fidelity_min']:.2f} (clusters' silhouette {m['cluster_silhouette']:.3f}, "
+        f"spread {m['rule_spread_increase']:+.1%} from rules)",
+        f"distinct   the least distinct segment stands out on {int(m['distinct_columns_min'])} "
+        f"column groups; near-duplicate inputs {int(m['correlated_input_pairs'])}",
+        "segments   (by churn rate; rule = the CRM filter; 'sets apart': std. difference)",
+        f"  {'seg':>3} {'size':>5} {'share':>6} {'churn':>6}  name / rule / sets apart",
     ]
     for _, r in summary["portraits"].sort_values("churn_rate").iterrows():
         rows.append(f"  {r['segment']:>3} {r['size']:>5} {r['share']:>6.1%} {r['churn_rate']:>6.1%}"
-                    f"  {r['name'][:42]:<42} {r['sets_apart']}")
+                    f"  {r['name']}")
+        rows.append(f"  {'':>23}  {r['rule']}; {r['sets_apart']}")
     chosen = summary["selection"][summary["selection"]["chosen"]].iloc[0]
     if not chosen["meets_requirements"]:
         rows.append(f"WARNING    no Pareto solution meets the requirements ({require}); this is "

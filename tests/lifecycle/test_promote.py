@@ -137,25 +137,36 @@ def test_forced_promotion_is_recorded_and_rollback_undoes_it(store):
     assert [r.data.tags["decision"] for r in promotion_runs()].count("rollback") == 2
 
 
-def test_segmentation_gate_uses_silhouette_and_a_stability_minimum(store, customers):
+def test_segmentation_gate_uses_churn_range_and_portrait_minimums(store, customers):
     basis = {"data_digest": "d" * 64, "clustered_columns": "all"}
-    register_segmentation(customers, 3, {**basis, "silhouette": "0.30", "stability_ari_mean": "0.95"})
+    usable = {"rule_fidelity_min": "1.0", "distinct_columns_min": "3", "stability_ari_mean": "0.95"}
+    register_segmentation(customers, 3, {**basis, **usable, "churn_range": "0.40"})
     result, _ = promote(store, f"model_name={SEGMENTATION}")
     assert result["decision"] == "promoted"
-    register_segmentation(customers, 4, {**basis, "silhouette": "0.45", "stability_ari_mean": "0.50"})
+    # Better churn separation, but rules that miss their segments: not portraits to act on.
+    register_segmentation(customers, 4, {**basis, **usable, "churn_range": "0.60",
+                                         "rule_fidelity_min": "0.56"})
     result, _ = promote(store, f"model_name={SEGMENTATION}")
-    assert result["decision"] == "rejected" and "stability_ari_mean" in result["reason"]
-    register_segmentation(customers, 4, {**basis, "silhouette": "0.45", "stability_ari_mean": "0.92"})
+    assert result["decision"] == "rejected" and "rule_fidelity_min" in result["reason"]
+    register_segmentation(customers, 4, {**basis, **usable, "churn_range": "0.60",
+                                         "distinct_columns_min": "2"})
+    result, _ = promote(store, f"model_name={SEGMENTATION}")
+    assert result["decision"] == "rejected" and "distinct_columns_min" in result["reason"]
+    register_segmentation(customers, 4, {**basis, **usable, "churn_range": "0.41"})
+    result, _ = promote(store, f"model_name={SEGMENTATION}")
+    assert result["decision"] == "rejected" and "churn_range" in result["reason"]  # < margin
+    register_segmentation(customers, 4, {**basis, **usable, "churn_range": "0.60"})
     result, _ = promote(store, f"model_name={SEGMENTATION}")
     assert result["decision"] == "promoted"
-    assert str(MlflowClient().get_registered_model(SEGMENTATION).aliases["champion"]) == "3"
+    assert str(MlflowClient().get_registered_model(SEGMENTATION).aliases["champion"]) == "5"
 
-    # Another column space: silhouettes are re-measured in one space, not taken from tags.
-    register_segmentation(customers, 2, {**basis, "clustered_columns": "visits",
-                                         "silhouette": "0.99", "stability_ari_mean": "0.99"})
+    # Another table: churn ranges and distinctness are re-measured on the fixed holdout.
+    register_segmentation(customers, 2, {**usable, "data_digest": "e" * 64, "churn_range": "0.99"})
     result, _ = promote(store, f"model_name={SEGMENTATION}")
     assert result["comparison"].basis.startswith("re-scored")
-    assert result["comparison"].metrics["challenger"]["silhouette"] < 0.99
+    measured = result["comparison"].metrics["challenger"]
+    assert measured["churn_range"] < 0.99 and measured["n_segments"] == 2
+    assert measured["rule_fidelity_min"] == 1.0  # recorded: it needs the clusters
 
 
 BAD_REQUESTS = [

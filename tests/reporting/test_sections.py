@@ -13,6 +13,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from gymchurn.churn.actions import load_catalogue
 from gymchurn.config import compose_config
 from gymchurn.data import feature_columns, make_synthetic_customers
 from gymchurn.errors import GymchurnError
@@ -147,6 +148,20 @@ def test_portraits_match_direct_computation(customers, setting):
         assert numbers["size"] == direct.loc[s, "size"]
         assert numbers["churn_rate"] == pytest.approx(direct.loc[s, "mean"])
         assert numbers["name"] == f"group {s}"
+
+    # With the segments' rules, portrait clauses and the measures: each portrait says how to
+    # find its members, describes them with their own numbers and suggests one measure.
+    cfg = compose_config("report", [])
+    catalogue = load_catalogue(OmegaConf.to_container(cfg.measures, resolve=True))
+    rules = {s: f"rule of group {s}" for s in set(setting["labels"].tolist())}
+    section = customer_portraits(customers, "Churn", setting["labels"], setting["names"], [],
+                                 setting["phrases"], "test", 3, rules,
+                                 OmegaConf.to_container(cfg.data.portrait), catalogue)
+    for s in rules:
+        text = next(t for t in section.sentences if t.startswith(f"**group {s}**"))
+        ages = customers.loc[setting["labels"] == s, "Age"].mean()
+        assert f"Find them with: rule of group {s}." in text and f"Aged {ages:.0f} on average" in text
+        assert "Suggested measure: " in text
 
 
 def test_recommendations_match_direct_computation(customers, setting):

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 
 from gymchurn.config import compose_config
 from gymchurn.data import feature_columns
 from gymchurn.segments.model import build_segmentation
-from gymchurn.segments.objectives import constraint_values, make_objective, segment_scores
+from gymchurn.segments.objectives import (
+    constraint_values,
+    findability_scores,
+    make_objective,
+    segment_scores,
+)
+from gymchurn.segments.rules import column_groups
 from gymchurn.tuning import is_feasible
 
 CONSTRAINTS = {"min_segments": 3, "max_segments": 8, "min_segment_share": 0.05}
@@ -67,20 +74,38 @@ def test_constraints_bound_the_number_of_segments():
 def test_objective_returns_every_objective_and_sets_constraints(customers):
     cfg = compose_config("segment", [])
     X, churn = customers[feature_columns(cfg.data)], customers["Churn"]
-    subsets = {"contract_tenure": list(cfg.segmentation.column_subsets.contract_tenure)}
+    subsets = {"tenure_groups_referral": list(cfg.segmentation.column_subsets.tenure_groups_referral)}
+    objectives = ["silhouette", "rule_fidelity_min", "distinct_columns_min", "churn_range"]
     objective = make_objective(
         X, churn, subsets, {"n_clusters": {"type": "int", "low": 3, "high": 4}},
-        lambda cols, params: build_segmentation(cfg.clustering, cols, params),
-        ["silhouette", "churn_range"], CONSTRAINTS,
+        lambda cols, params: build_segmentation(cfg.clustering, cols, params, cfg.segmentation.rules),
+        objectives, CONSTRAINTS, column_groups(X),
     )
-    study = optuna.create_study(directions=["maximize", "maximize"])
+    study = optuna.create_study(directions=["maximize"] * len(objectives))
     for _ in range(2):  # the same parameters twice: the second reuses the first
-        study.enqueue_trial({"column_subset": "contract_tenure", "n_clusters": 3})
+        study.enqueue_trial({"column_subset": "tenure_groups_referral", "n_clusters": 3})
     study.optimize(objective, n_trials=2)
     first, second = study.trials
-    assert len(first.values) == 2 and -1 <= first.values[0] <= 1
-    assert first.values[1] == pytest.approx(first.user_attrs["churn_range"])
+    assert len(first.values) == 4 and -1 <= first.values[0] <= 1
+    assert first.values[1] == pytest.approx(first.user_attrs["rule_fidelity_min"])
+    assert 0 < first.values[1] <= 1 and first.values[2] == int(first.values[2]) >= 0
+    assert first.values[3] == pytest.approx(first.user_attrs["churn_range"])
     assert set(first.constraints) == {"min_segments", "max_segments", "min_segment_share"}
     assert first.user_attrs["n_segments"] == 3
     assert second.user_attrs["repeat_of"] == first.number
     assert second.values == first.values and second.constraints == first.constraints
+
+
+def test_findability_scores_compare_rules_with_clusters_and_count_distinct_groups():
+    rng = np.random.default_rng(0)
+    customers = pd.DataFrame({"a": np.repeat([0.0, 1.0], 50), "b": rng.normal(0, 1, 100)})
+    customers["a_copy"] = customers["a"]  # a near duplicate: counted once
+    clusters = np.repeat([0, 1], 50)
+    groups = column_groups(customers)
+    perfect = findability_scores(customers, clusters, clusters, groups, 0.5)
+    assert perfect == {"rule_fidelity_min": 1.0, "distinct_columns_min": 1.0}
+    rules = clusters.copy()
+    rules[:10] = 1  # the rule for segment 1 also takes 10 of cluster 0's 50 members
+    worse = findability_scores(customers, rules, clusters, groups, 0.5)
+    # Segment 0 selects 40 of its cluster's 50 (recall 0.8); segment 1 holds 50 of 60 (0.83).
+    assert worse["rule_fidelity_min"] == pytest.approx(40 / 50)

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gymchurn.segments.portraits import name_segments, portrait_table, standardised_differences
+from gymchurn.churn.actions import load_catalogue
+from gymchurn.segments.portraits import (
+    name_segments,
+    portrait_paragraph,
+    portrait_table,
+    segment_measure,
+    standardised_differences,
+)
 
 PHRASES = {"Contract_period": {"high": "long contract", "low": "short contract"},
            "Lifetime": {"high": "long-standing", "low": "newcomers"}}
@@ -60,3 +67,38 @@ def test_portrait_table_describes_every_column(customers):
     inside = labels == 0
     expected = (X["Lifetime"][inside].mean() - X["Lifetime"][~inside].mean()) / X["Lifetime"].std(ddof=0)
     assert differences.loc[0, "Lifetime"] == pytest.approx(expected)
+
+
+def test_names_start_from_the_rule_then_what_else_sets_the_segment_apart():
+    differences = pd.DataFrame({"Lifetime": [-0.3, 0.9], "Contract_period": [-1.5, 1.2],
+                                "Age": [0.1, 0.7]}, index=[0, 1])
+    phrases = {**PHRASES, "Age": {"high": "older", "low": "younger"}}
+    rules = {0: ["Lifetime"], 1: ["Lifetime"]}
+    names = name_segments(differences, phrases, 2, 0.5, rule_columns=rules)
+    # The rule's column comes first even below min_effect; then the strongest other column.
+    assert names == {0: "newcomers, short contract", 1: "long-standing, long contract"}
+    assert name_segments(differences, phrases, 3, 0.5, rule_columns=rules)[1] == \
+        "long-standing, long contract, older"
+
+
+def test_a_portrait_paragraph_covers_every_column_with_its_numbers():
+    members = pd.DataFrame({"Age": [20, 30, 40], "Group_visits": [1, 0, 0], "Phone": [1, 1, 1]})
+    templates = {"Group_visits": "{share:.0f} % take group classes", "Age": "aged {mean:.0f}"}
+    text = portrait_paragraph(members, templates)
+    # Template order first; a column without a template still appears, by name.
+    assert text == "33 % take group classes; aged 30; Phone 1.00."
+
+
+def test_the_suggested_measure_is_tied_to_what_the_segment_stands_out_on():
+    catalogue = load_catalogue({"default_action": "call", "items": [
+        {"name": "onboarding", "for": "Lifetime <= 1", "action": "welcome", "driver": "Lifetime"},
+        {"name": "group trial", "for": "Group_visits == 0", "action": "trial",
+         "driver": "Group_visits"}]})
+    members = pd.DataFrame({"Lifetime": [0, 1, 5, 7], "Group_visits": [0, 0, 0, 1]})
+    churned = np.array([1, 1, 0, 0])
+    tied = segment_measure(members, churned, catalogue, ["Group_visits"])
+    assert tied["measure"] == "group trial" and tied["covers"] == 0.75 and tied["why"] == "driver"
+    # Without a driver it stands out on: the measure meant for most of its leavers.
+    reach = segment_measure(members, churned, catalogue, ["Age"])
+    assert reach["measure"] == "onboarding" and reach["covers_churned"] == 1.0
+    assert segment_measure(members, np.zeros(4), catalogue, [])["measure"] == "default"

@@ -7,13 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gymchurn.rules import leaf_bounds, rule_words
+from gymchurn.rules import rule_expression
 from gymchurn.segments.rules import (
     RuleAssigner,
     column_groups,
     correlated_pairs,
     distinct_groups,
     rule_fidelity,
+    segment_rules,
 )
 
 DATA_COLUMNS = {"Lifetime": {"kind": "int", "min": 0, "max": 600},
@@ -43,18 +44,31 @@ def test_rules_reproduce_box_clusters_exactly_and_read_as_filters():
     sizes = np.bincount(assigner.labels_)
     assert list(sizes) == sorted(sizes, reverse=True)
     assert (assigner.predict(df) == assigner.labels_).all()
-    # Each leaf's rule, printed in words, selects exactly its segment again.
-    leaves = leaf_bounds(assigner.tree_, list(df.columns))
-    for node, bounds in leaves.items():
-        words = rule_words(bounds, df, DATA_COLUMNS, {"Lifetime": "months as a member"}, PHRASES)
-        assert len(words) <= 3
-        expression = " and ".join(
-            w.replace("months as a member", "Lifetime").replace("≤", "<=").replace("≥", ">=")
-             .replace("no group classes", "Group_visits == 0")
-             .replace("takes group classes", "Group_visits == 1").replace(" = ", " == ")
-            for w in words)
-        segment = assigner.segments_of(np.array([node]))[0]
-        assert (df.eval(expression) == (assigner.labels_ == segment)).all(), expression
+    # Each segment's rule reads in words (<= 3 conditions) and, as a filter expression,
+    # selects exactly its customers again.
+    rules = segment_rules(assigner, df, DATA_COLUMNS, {"Lifetime": "months as a member"}, PHRASES)
+    assert list(rules["segment"]) == [0, 1, 2] and (rules["conditions"] <= 3).all()
+    for r in rules.itertuples():
+        assert (df.eval(r.filter) == (assigner.labels_ == r.segment)).all(), r.filter
+    words = set(rules["rule"])
+    assert "months as a member ≥ 3" in words
+    assert {"months as a member ≤ 2 and no group classes",
+            "months as a member ≤ 2 and takes group classes"} <= words
+
+
+def test_filters_print_cuts_a_crm_reproduces():
+    df = pd.DataFrame({"Contract_period": [1, 1, 6, 12, 12, 6],
+                       "visits": [0.5, 1.25, 2.125, 3.0, 0.75, 1.5],
+                       "Lifetime": [0, 1, 2, 3, 4, 5]})
+    rules = {"Contract_period": {"kind": "int", "values": [1, 3, 6, 12]},
+             "visits": {"kind": "float"}, "Lifetime": {"kind": "int"}}
+    assert rule_expression({"Contract_period": (1.5, None)}, df, rules) == "Contract_period >= 3"
+    assert rule_expression({"Contract_period": (3.5, 9.0)}, df, rules) == "Contract_period == 6"
+    assert rule_expression({"Lifetime": (1.5, 3.5)}, df, rules) == "Lifetime >= 2 and Lifetime <= 3"
+    expression = rule_expression({"visits": (None, 1.3750001)}, df, rules)
+    assert expression == "visits <= 1.38"  # two decimals: the first that select the same customers
+    assert df.eval(expression).tolist() == (df.visits <= 1.3750001).tolist()
+    assert rule_expression({}, df, rules) == "True"
 
 
 def test_fidelity_is_recall_and_precision_against_the_majority_cluster():
@@ -104,13 +118,12 @@ def test_the_number_of_segments_is_at_most_max_leaves(max_leaves):
     assert assigner.n_segments_ <= max_leaves
 
 
-def test_a_segmentation_run_measures_its_findability():
-    from gymchurn.segments.fit import findability
+def test_the_guard_keeps_near_duplicate_subsets_out_of_the_search():
+    from gymchurn.segments.fit import near_duplicate_subsets
 
     df = customers().astype(float)
-    df["Lifetime_copy"] = df["Lifetime"] * 2 + 1  # a near duplicate among the inputs
-    measured = findability(df, box_clusters(df), ["Lifetime", "Group_visits", "Lifetime_copy"], 0)
-    assert measured["rule_fidelity_min"] == 1.0  # boxes are rules
-    assert measured["correlated_input_pairs"] == 1.0
-    direct = distinct_groups(df, box_clusters(df), column_groups(df))
-    assert measured["distinct_columns_min"] == min(len(c) for c in direct.values())
+    df["Lifetime_copy"] = df["Lifetime"] * 2 + 1  # a near duplicate
+    refused = near_duplicate_subsets(df, {"ok": ["Lifetime", "Group_visits"],
+                                          "twice": ["Lifetime", "Age", "Lifetime_copy"]}, 0.9)
+    assert list(refused) == ["twice"]
+    assert [(a, b) for a, b, _ in refused["twice"]] == [("Lifetime", "Lifetime_copy")]

@@ -7,9 +7,12 @@ import subprocess
 import sys
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from gymchurn.churn.actions import load_catalogue
 from gymchurn.config import compose_config
 from gymchurn.data import make_synthetic_customers
 from gymchurn.errors import GymchurnError
@@ -18,7 +21,9 @@ from gymchurn.segments.fit import check_config, column_subsets
 
 SCORE_KEYS = ["silhouette", "n_segments", "davies_bouldin", "calinski_harabasz",
               "min_segment_share", "churn_rate_best_segment", "churn_rate_worst_segment",
-              "stability_ari_mean", "stability_ari_std"]
+              "stability_ari_mean", "stability_ari_std", "rule_fidelity_min",
+              "distinct_columns_min", "max_conditions", "correlated_input_pairs",
+              "cluster_silhouette", "rule_spread_increase"]
 
 
 def segment_cfg(store_overrides, *extra):
@@ -37,6 +42,8 @@ def segment_cfg(store_overrides, *extra):
     ("segmentation.objectives=[silhouette,happiness]", "objectives must be"),
     ("segmentation.constraints.min_segment_share=0.5", "min_segment_share"),
     ("tune.bootstraps=1", "tune.bootstraps"),
+    ("segmentation.log_columns=[Tenure]", "log_columns names unknown columns"),
+    ("+segmentation.selection.require.distinct_columns=3", "must name objectives"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(store_overrides, override, message):
     cfg = segment_cfg(store_overrides, override)
@@ -68,16 +75,21 @@ def run_entrypoint(*overrides: str) -> subprocess.CompletedProcess:
 
 
 E2E = ["segment_tune@tune=fast", "tune.n_trials=5", "tune.n_startup_trials=3", "tune.bootstraps=3",
-       "tune.timeout=600", "segmentation.search=[contract_tenure,visits]",
+       "tune.timeout=600",
+       "segmentation.search=[contract_tenure,tenure_groups_referral,contract_tenure_partner]",
        "segmentation.selection.stability_candidates=1"]
 
 
 @pytest.mark.slow
-def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrides, new_mlflow_db):
+def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrides, new_mlflow_db,
+                                                        customers):
     done = run_entrypoint(*store_overrides, "clustering=agglomerative", *E2E,
                           "clustering.search_space.n_clusters.high=5")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trial   5/5" in done.stdout and "gym-churn-segmentation version 1" in done.stdout
+    # The guard: contract length and months left (r > 0.9) are never clustered together.
+    assert ("not searched: column subset 'contract_tenure' holds near duplicates "
+            "Contract_period ~ Month_to_end_contract") in done.stdout
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient()
@@ -93,39 +105,58 @@ def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrid
     missing = [k for k in SCORE_KEYS if k not in parent.data.metrics]
     assert not missing, missing
     n_segments = int(parent.data.metrics["n_segments"])
-    assert 3 <= n_segments <= 5
-    assert parent.data.params["column_subset"] in ("contract_tenure", "visits")
+    assert 4 <= n_segments <= 5
+    assert parent.data.params["column_subset"] in ("tenure_groups_referral", "contract_tenure_partner")
+    assert parent.data.params["refused_subsets"] == "contract_tenure"
     assert parent.data.tags["run_type"] == "segmentation"
+    assert parent.data.metrics["max_conditions"] <= 3
+    assert parent.data.metrics["correlated_input_pairs"] == 0
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert {"config.yaml", "portraits.csv", "portraits.md", "pareto_front.csv", "trials.csv",
-            "selection.csv", "segments.csv"} <= artifacts
+    assert {"config.yaml", "portraits.csv", "portraits.md", "rules.csv", "pareto_front.csv",
+            "trials.csv", "selection.csv", "segments.csv"} <= artifacts
     assert {f"plots/{p}.png" for p in ("segment_map", "silhouette", "feature_profile",
                                        "dendrogram", "pareto_front")} <= plots
 
     version = client.get_model_version_by_alias("gym-churn-segmentation", "challenger")
     assert version.run_id == parent.info.run_id
-    assert float(version.tags["silhouette"]) == pytest.approx(parent.data.metrics["silhouette"], abs=1e-6)
+    for key in ("silhouette", "rule_fidelity_min", "distinct_columns_min", "stability_ari_mean"):
+        assert float(version.tags[key]) == pytest.approx(parent.data.metrics[key], abs=1e-6)
     names = {int(k.split("_")[1]): v for k, v in version.tags.items()
-             if k.startswith("segment_") and k.split("_")[1].isdigit()}
+             if k.startswith("segment_") and k.endswith("_name")}
     assert sorted(names) == list(range(n_segments))
-    for segment, name in names.items():  # each name also printed in the summary
-        assert name[:42] in done.stdout and parent.data.tags[f"segment_{segment}"] == name
+    for segment, name in names.items():  # each name also printed in the summary, with its rule
+        assert name in done.stdout and parent.data.tags[f"segment_{segment}_name"] == name
+        assert version.tags[f"segment_{segment}_rule"] in done.stdout
 
-    # The registered model assigns new customers (raw columns) to a segment and its name.
+    # The registered model assigns customers (raw columns) exactly as the rules say: each
+    # segment's filter expression selects precisely the customers the model puts in it.
     model = mlflow.pyfunc.load_model("models:/gym-churn-segmentation@challenger")
-    new = make_synthetic_customers(40, seed=123).drop(columns="Churn").astype("float64")
-    out = model.predict(new)
-    assert list(out.columns) == ["segment", "segment_name"] and len(out) == 40
-    assert set(out["segment"]) <= set(names)
-    assert all(names[s] == n for s, n in zip(out["segment"], out["segment_name"], strict=True))
+    for new in (make_synthetic_customers(40, seed=123), customers):
+        X = new.drop(columns="Churn").astype("float64")
+        out = model.predict(X)
+        assert list(out.columns) == ["segment", "segment_name"] and len(out) == len(X)
+        assert set(out["segment"]) <= set(names)
+        assert all(names[s] == n for s, n in zip(out["segment"], out["segment_name"], strict=True))
+        for segment in names:
+            selected = X.eval(version.tags[f"segment_{segment}_filter"]).to_numpy()
+            assert (selected == (out["segment"] == segment).to_numpy()).all()
+
+    # Each portrait: a rule of <= 3 conditions, a paragraph covering every column, a measure.
+    portraits = pd.read_csv(client.download_artifacts(parent.info.run_id, "portraits.csv",
+                                                      str(tmp_path)))
+    assert len(portraits) == n_segments and portraits["name"].is_unique
+    for r in portraits.itertuples():
+        assert r.portrait.count(";") == 12  # 13 columns, one clause each
+        assert r.measure in {"default", *(m.name for m in load_catalogue(
+            OmegaConf.to_container(compose_config("segment", []).measures)).items)}
 
 
 @pytest.mark.slow
 def test_rerun_resumes_the_study_and_keeps_metric_keys(store_overrides):
     cfg = segment_cfg(store_overrides, "clustering=gmm", *E2E,
-                      "clustering.search_space.n_components.high=4", "tune.n_trials=3",
+                      "clustering.search_space.n_components.high=5", "tune.n_trials=3",
                       "tracking.log_trials=false")
     first = run_segment(cfg)
     lines: list[str] = []
@@ -140,7 +171,7 @@ def test_user_errors_exit_with_one_line(store_overrides):
     done = run_entrypoint(*store_overrides, "segmentation.search=[nope]")
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
-    assert "nope" in done.stderr and "contract_tenure" in done.stderr  # the bad name and the choices
+    assert "nope" in done.stderr and "tenure_groups_referral" in done.stderr  # the bad name, the choices
 
 
 def test_unknown_clustering_option_names_the_choices():

@@ -42,7 +42,6 @@ from gymchurn.tracking import RunRecord, record, tracked_run
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 LOWER_IS_BETTER = {"log_loss", "brier", "davies_bouldin"}
-SILHOUETTE_SAMPLE = 2000  # silhouette is O(n^2): a fixed sample keeps re-scoring fast
 
 
 @dataclass
@@ -108,27 +107,29 @@ def rescore(cfg: DictConfig, gate, name: str, versions: dict) -> tuple[dict, lis
             pipeline, threshold = load_fitted_pipeline(name, version.version)
             metrics[role] = classification_metrics(y, pipeline.predict_proba(X)[:, 1], threshold)
         else:
-            metrics[role] = segmentation_metrics(load_version(name, version.version), X, version)
+            metrics[role] = segmentation_metrics(load_version(name, version.version), X, y,
+                                                 version)
         if gate.kind == "classifier" and holdout_of(version, gate.same_basis) != key:
             notes.append(f"v{version.version} was evaluated on another holdout: some of these "
                          "customers may be in its training data")
     return metrics, notes
 
 
-def segmentation_metrics(model, X: pd.DataFrame, version) -> dict[str, float]:
-    """Silhouette of the model's segments in one space for every version (all customer columns,
-    standardised), and stability as recorded (it needs refits on resamples, so it cannot be
-    re-measured from a fitted model)."""
-    from sklearn.metrics import silhouette_score
-    from sklearn.preprocessing import StandardScaler
+def segmentation_metrics(model, X: pd.DataFrame, y: pd.Series, version) -> dict[str, float]:
+    """A version's segments measured on the fixed holdout: the churn range between its safest
+    and riskiest segment and the distinct column groups of its least distinct segment, both
+    independent of the columns it clusters on; rule fidelity and stability as recorded (they
+    need the clusters and refits on resamples, so a fitted model cannot re-measure them)."""
+    from gymchurn.segments.rules import column_groups, distinct_groups
 
     labels = np.asarray(model.predict(X.astype("float64"))["segment"])
-    space = StandardScaler().fit_transform(X.to_numpy(dtype=float))
-    result = {"silhouette": float("nan")}
-    if 1 < len(np.unique(labels)) < len(labels):
-        result["silhouette"] = float(silhouette_score(
-            space, labels, sample_size=min(SILHOUETTE_SAMPLE, len(labels)), random_state=0))
-    for name in ("stability_ari_mean", "n_segments"):
+    churn = np.asarray(y, dtype=float)
+    rates = [churn[labels == s].mean() for s in np.unique(labels)]
+    distinct = distinct_groups(X, labels, column_groups(X))
+    result = {"churn_range": float(max(rates) - min(rates)) if len(rates) > 1 else float("nan"),
+              "distinct_columns_min": float(min(len(c) for c in distinct.values())),
+              "n_segments": float(len(rates))}
+    for name in ("rule_fidelity_min", "stability_ari_mean"):
         value = recorded_metric(version, name)
         result[name] = float("nan") if value is None else value
     return result

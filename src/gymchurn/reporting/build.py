@@ -98,11 +98,15 @@ def family_runs(version, digest: str) -> pd.DataFrame | None:
 
 
 def segment_labels(name: str, version, customers: pd.DataFrame, columns) -> tuple:
-    """(labels, names, clustered columns) of the segmentation version for every customer."""
+    """(labels, names, clustered columns, rules) of the segmentation version for every
+    customer; rules: segment -> its rule in words, from the version's tags (none for versions
+    registered before segments were rules)."""
     assigned = assign_segments(load_version(name, version.version), customers[columns])
     names = dict(zip(assigned["segment"].astype(int), assigned["segment_name"], strict=True))
-    clustered = [c for c in (version.tags or {}).get("clustered_columns", "").split(",") if c]
-    return assigned["segment"].to_numpy(), names, clustered
+    tags = version.tags or {}
+    clustered = [c for c in tags.get("clustered_columns", "").split(",") if c]
+    rules = {s: tags[f"segment_{s}_rule"] for s in names if f"segment_{s}_rule" in tags}
+    return assigned["segment"].to_numpy(), names, clustered, rules
 
 
 def version_label(version, how: str) -> str:
@@ -171,7 +175,7 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
     active = y == 0  # in this table the customers who stayed stand for the still-active ones
     pipeline, threshold = load_fitted_pipeline(cfg.classifier, churn_version.version)
     X_test, y_test, holdout_note = holdout_split(cfg, df, churn_version, digest)
-    labels, names, clustered = segment_labels(cfg.segmentation, segment_version, df, columns)
+    labels, names, clustered, rules = segment_labels(cfg.segmentation, segment_version, df, columns)
     phrases = OmegaConf.to_container(cfg.data.phrases) if "phrases" in cfg.data else {}
     plain = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
     data_columns = OmegaConf.to_container(cfg.data.columns)
@@ -253,9 +257,10 @@ def build_sections(cfg: DictConfig, printer=print) -> tuple[list[Section], dict]
     model = done(model_performance(pipeline, threshold, X_test, y_test, proba, champion,
                                    holdout_note, family_runs(churn_version, digest)), True)
     calibration_table_block(model, warnings.numbers["calibration"])
-    portraits = done(customer_portraits(df, target, labels, names, clustered, phrases,
-                                        version_label(segment_version, segment_how),
-                                        int(cfg.portrait_features)), True)
+    portraits = done(customer_portraits(
+        df, target, labels, names, clustered, phrases, version_label(segment_version, segment_how),
+        int(cfg.portrait_features), rules, OmegaConf.to_container(cfg.data.get("portrait") or {}),
+        catalogue), True)
     what_ifs = done(recommendations(
         ScoredTable(pipeline, threshold, df, target, columns, proba, bands, cuts), labels, names,
         dict(zip(permutation["feature"], permutation["importance_mean"], strict=True)),

@@ -1,6 +1,9 @@
 """The segments road's core: Optuna (column subset x clusterer arguments; several objectives,
 under constraints) -> Pareto front -> selection rule + bootstrap stability -> refit ->
-scores, portraits, names, figures -> a plain `SegmentationResult`.
+scores, rules, portraits, names, measures, figures -> a plain `SegmentationResult`.
+
+A segment is a rule over the raw columns (a leaf of a shallow tree fitted to the clusters,
+segments.model.RuleSegments), so the department can filter its members in a CRM.
 
 No MLflow here: `plan` says what the run is, `fit` returns what to log, and the tracking
 stage's recorder logs both (`result.record()`).
@@ -44,7 +47,8 @@ SERVED_MODEL = Path(__file__).with_name("served.py")  # logged as the model's co
 # Logged as version tags under these keys for every algorithm.
 SCORE_KEYS = ["silhouette", "n_segments", "davies_bouldin", "calinski_harabasz",
               "min_segment_share", "churn_rate_best_segment", "churn_rate_worst_segment",
-              "churn_range", "stability_ari_mean", "stability_ari_std"]
+              "churn_range", "stability_ari_mean", "stability_ari_std", "rule_fidelity_min",
+              "distinct_columns_min", "max_conditions", "correlated_input_pairs"]
 
 
 def column_subsets(cfg: DictConfig) -> dict[str, list[str]]:
@@ -66,6 +70,16 @@ def column_subsets(cfg: DictConfig) -> dict[str, list[str]]:
             raise GymchurnError(f"column subset '{name}' must list at least 2 distinct customer "
                                 f"columns; unknown: {bad}. Columns: {columns}.")
     return {n: defined[n] for n in names}
+
+
+def near_duplicate_subsets(customers: pd.DataFrame, subsets: dict[str, list[str]],
+                           max_r: float) -> dict[str, list[tuple[str, str, float]]]:
+    """The guard: subsets holding a pair of columns with |r| above `max_r` (near duplicates,
+    the same information weighed twice) -> those pairs."""
+    from gymchurn.segments.rules import correlated_pairs
+
+    found = {name: correlated_pairs(customers, cols, max_r) for name, cols in subsets.items()}
+    return {name: pairs for name, pairs in found.items() if pairs}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -97,6 +111,10 @@ def check_config(cfg: DictConfig) -> None:
         raise GymchurnError("selection.rule=knee needs at least two objectives.")
     if int(s.stability_candidates) < 1:
         raise GymchurnError("segmentation.selection.stability_candidates must be at least 1.")
+    unknown = [c for c in cfg.segmentation.log_columns if c not in feature_columns(cfg.data)]
+    if unknown:
+        raise GymchurnError(f"segmentation.log_columns names unknown columns {unknown}; use "
+                            f"customer columns {feature_columns(cfg.data)} or [].")
     column_subsets(cfg)
 
 
@@ -122,7 +140,9 @@ class SegmentationPlan:
     customers: pd.DataFrame
     provenance: dict
     digest: str
-    subsets: dict
+    subsets: dict          # the searched ones
+    refused: dict          # subset -> its near-duplicate pairs (not searched)
+    groups: dict           # column -> its group of near duplicates (distinctness)
     objectives: list
     study_name: str
 
@@ -147,6 +167,8 @@ class SegmentationPlan:
             params={"clustering": cfg.clustering.name, "objectives": ",".join(self.objectives),
                     "n_trials": int(cfg.tune.n_trials), "sampler": cfg.tune.sampler,
                     "bootstraps": cfg.tune.bootstraps, "searched_subsets": ",".join(self.subsets),
+                    "refused_subsets": ",".join(self.refused) or "none",
+                    "rule_max_depth": cfg.segmentation.rules.max_depth,
                     "selection_rule": cfg.segmentation.selection.rule,
                     **{f"constraint_{k}": v for k, v in constraints.items()},
                     "n_rows": len(self.customers)},
@@ -157,18 +179,40 @@ class SegmentationPlan:
 
 
 def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> SegmentationPlan:
+    from gymchurn.segments.rules import column_groups
+
     check_config(cfg)
     digest = table_digest(customers)
+    X = customers[feature_columns(cfg.data)]
+    max_r = float(cfg.segmentation.near_duplicate_r)
     subsets = column_subsets(cfg)
+    refused = near_duplicate_subsets(X, subsets, max_r)
+    if len(refused) == len(subsets):
+        shown = "; ".join(f"{n}: {a} ~ {b} (r = {r:.2f})" for n, pairs in refused.items()
+                          for a, b, r in pairs[:1])
+        raise GymchurnError(f"every searched column subset holds near-duplicate columns (|r| > "
+                            f"{max_r}): {shown}. Drop one column of each pair from "
+                            "segmentation.column_subsets, or search other subsets.")
+    subsets = {n: cols for n, cols in subsets.items() if n not in refused}
     objectives = list(cfg.segmentation.objectives)
     searched = {"subsets": subsets,
+                "rules": OmegaConf.to_container(cfg.segmentation.rules),
+                "log_columns": list(cfg.segmentation.log_columns),
+                "distinct": [max_r, float(cfg.segmentation.distinct_min_effect)],
                 "space": OmegaConf.to_container(cfg.clustering.search_space, resolve=True),
                 "constraints": OmegaConf.to_container(cfg.segmentation.constraints),
                 "estimator": OmegaConf.to_container(cfg.clustering.estimator, resolve=True),
                 "silhouette_sample_size": cfg.tune.silhouette_sample_size}
     name = study_name(["segment", cfg.clustering.name, "-".join(objectives), f"seed{cfg.tune.seed}"],
                       digest, searched, given=cfg.tune.study_name)
-    return SegmentationPlan(cfg, customers, provenance, digest, subsets, objectives, name)
+    return SegmentationPlan(cfg, customers, provenance, digest, subsets, refused,
+                            column_groups(X, max_r), objectives, name)
+
+
+def builder(cfg: DictConfig):
+    """(columns, clusterer params) -> an unfitted segmentation pipeline of this config."""
+    return lambda columns, params: build_segmentation(cfg.clustering, columns, params,
+                                                      cfg.segmentation.rules)
 
 
 # ---------------------------------------------------------------- the result
@@ -184,6 +228,7 @@ class SegmentationResult:
     chosen_trial: int
     metrics: dict
     names: dict
+    rules: pd.DataFrame      # per segment: rule in words, filter expression, columns
     portraits: pd.DataFrame
     pareto_front: pd.DataFrame
     selection: pd.DataFrame
@@ -197,6 +242,15 @@ class SegmentationResult:
     def clustered_columns(self) -> list[str]:
         return self.plan.subsets[self.column_subset]
 
+    def segment_tags(self) -> dict[str, str]:
+        """segment_<id>_name, _rule (words) and _filter (the expression a CRM filter types)."""
+        tags = {}
+        for r in self.rules.itertuples():
+            tags.update({f"segment_{r.segment}_name": self.names[r.segment],
+                         f"segment_{r.segment}_rule": r.rule,
+                         f"segment_{r.segment}_filter": r.filter})
+        return tags
+
     def model(self) -> ModelSpec:
         """The registered model: the pipeline, returning segment id and name per customer."""
         # Doubles in the signature: a served request may send 29 or 29.0 for an age.
@@ -206,6 +260,7 @@ class SegmentationResult:
                                NAME_COLUMN: [self.names[s] for s in predicted]}, index=example.index)
         return ModelSpec(self.pipeline, SERVED_MODEL, example, output, {
             "segment_names": {str(s): n for s, n in self.names.items()},
+            "segment_rules": {str(r.segment): r.filter for r in self.rules.itertuples()},
             "feature_columns": list(example.columns), "clustered_columns": self.clustered_columns,
             "data_schema": data_schema(self.plan.cfg.data)})
 
@@ -215,8 +270,7 @@ class SegmentationResult:
             registration = Registration(registry_cfg.model_name, {
                 "clustering": self.plan.cfg.clustering.name, COLUMN_SUBSET_PARAM: self.column_subset,
                 "clustered_columns": ",".join(self.clustered_columns),
-                "data_digest": self.plan.digest,
-                **{f"segment_{s}": n for s, n in self.names.items()},
+                "data_digest": self.plan.digest, **self.segment_tags(),
                 **{k: f"{self.metrics[k]:.6f}" for k in SCORE_KEYS},
             }, registry_cfg.alias)
         timings = {"tuning_seconds": self.tuning_seconds}
@@ -228,7 +282,7 @@ class SegmentationResult:
             params={COLUMN_SUBSET_PARAM: self.column_subset,
                     **{f"best_{k}": v for k, v in self.best_params.items()}},
             metrics={**self.metrics, **timings},
-            tags={**{f"segment_{s}": n for s, n in self.names.items()}, **cut},
+            tags={**self.segment_tags(), **cut},
             figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},
             tables=self.tables, texts=self.texts, model=self.model(), registration=registration,
         )
@@ -241,8 +295,9 @@ def tune(p: SegmentationPlan, callbacks=(), printer=print, study=None):
     study = study or open_segment_study(cfg.tune, p.study_name, p.objectives)
     objective = make_objective(p.X, p.churn, p.subsets,
                                OmegaConf.to_container(cfg.clustering.search_space, resolve=True),
-                               lambda columns, params: build_segmentation(cfg.clustering, columns, params),
-                               p.objectives, OmegaConf.to_container(cfg.segmentation.constraints),
+                               builder(cfg), p.objectives,
+                               OmegaConf.to_container(cfg.segmentation.constraints), p.groups,
+                               float(cfg.segmentation.distinct_min_effect),
                                cfg.tune.silhouette_sample_size, int(cfg.seed))
     start = time.monotonic()
     progress = ProgressPrinter(int(cfg.tune.n_trials), p.objectives, COLUMN_SUBSET_PARAM, printer)
@@ -267,11 +322,12 @@ def choose(p: SegmentationPlan, study):
     require = OmegaConf.to_container(s.require) if s.require else {}
     ranked = rank_front(front, s.rule, p.objectives, require, s.prefer)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    build = builder(p.cfg)
 
     def refit_builder(number):
         params = {k: v for k, v in trials[number].params.items() if k != COLUMN_SUBSET_PARAM}
         columns = p.subsets[trials[number].params[COLUMN_SUBSET_PARAM]]
-        return lambda: build_segmentation(p.cfg.clustering, columns, params)
+        return lambda: build(columns, params)
 
     def stability(number):
         interruption_point()
@@ -284,24 +340,65 @@ def choose(p: SegmentationPlan, study):
     return trials[chosen], front, ranked, checked
 
 
-def findability(X: pd.DataFrame, labels, inputs: list[str], seed: int) -> dict[str, float]:
-    """How far the segments are from portraits a CRM can find (issue 14): the fidelity of the
-    best depth-3 rules to them, the distinct column groups of the least distinct segment, and
-    the near-duplicate pairs among the clustering inputs (experiments/segmentation-study.md)."""
-    from gymchurn.segments.rules import (
-        RuleAssigner,
-        column_groups,
-        correlated_pairs,
-        distinct_groups,
-        rule_fidelity,
-    )
+def rules_given_up(X_scaled: pd.DataFrame, segments, clusters) -> dict[str, float]:
+    """What findability costs in the clustering space: the clusters' silhouette beside the
+    rule segments' (the registered ones), and the rise in within-segment spread (sum of
+    squared distances to the segment centres) from assigning by rules instead of clusters."""
+    from sklearn.metrics import silhouette_score
 
-    n = len(np.unique(labels))
-    rules = RuleAssigner(max_depth=3, max_leaves=n, random_state=seed).fit(X[inputs], labels)
-    distinct = distinct_groups(X, labels, column_groups(X))
-    return {"rule_fidelity_min": float(rule_fidelity(rules.labels_, labels)["fidelity"].min()),
-            "distinct_columns_min": float(min(len(c) for c in distinct.values())),
-            "correlated_input_pairs": float(len(correlated_pairs(X, inputs)))}
+    X = np.asarray(X_scaled, dtype=float)
+
+    def spread(labels):
+        labels = np.asarray(labels)
+        return sum(float(((X[labels == s] - X[labels == s].mean(axis=0)) ** 2).sum())
+                   for s in np.unique(labels))
+
+    return {"cluster_silhouette": float(silhouette_score(X, clusters)),
+            "rule_spread_increase": spread(segments) / spread(clusters) - 1.0}
+
+
+def describe(p: SegmentationPlan, pipeline, labels,
+             differences: pd.DataFrame) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """(rules, names, portraits) of fitted segments: each rule in words and as a filter, a
+    generated name, a portrait row with a paragraph and a suggested measure."""
+    from gymchurn.churn.actions import load_catalogue
+    from gymchurn.segments.portraits import (
+        name_segments,
+        portrait_paragraph,
+        portrait_table,
+        segment_measure,
+    )
+    from gymchurn.segments.rules import distinct_groups, segment_rules
+
+    cfg, X, churn = p.cfg, p.X, p.churn
+    pc, data = cfg.portraits, cfg.data
+    rule_segments = pipeline[-1]
+    rules = segment_rules(rule_segments.rules_, pipeline[:-1].transform(X),
+                          OmegaConf.to_container(data.columns), dict(data.get("labels") or {}),
+                          OmegaConf.to_container(pc.phrases))
+    by_segment = rules.set_index("segment")
+    names = name_segments(differences, pc.phrases, int(pc.name_words), float(pc.min_effect),
+                          X.corr(), float(pc.max_correlation), float(pc.lean_effect),
+                          {s: r for s, r in by_segment["rule_columns"].items()})
+    portraits = portrait_table(X, labels, churn, names, differences, int(pc.top_features))
+    distinct = distinct_groups(X, labels, p.groups, float(cfg.segmentation.distinct_min_effect))
+    catalogue = load_catalogue(OmegaConf.to_container(cfg.measures, resolve=True))
+    templates = OmegaConf.to_container(pc.templates) if pc.templates else {}
+    extra = []
+    for s in portraits["segment"]:
+        inside = np.asarray(labels) == s
+        measure = segment_measure(X[inside], churn[inside].to_numpy(), catalogue,
+                                  list(by_segment.loc[s, "rule_columns"]) + distinct[s],
+                                  float(pc.measure_min_cover))
+        extra.append({"rule": by_segment.loc[s, "rule"], "filter": by_segment.loc[s, "filter"],
+                      "distinct_columns": ", ".join(distinct[s]),
+                      "n_distinct": len({p.groups[c] for c in distinct[s]}),
+                      "portrait": portrait_paragraph(X[inside], templates),
+                      "measure": measure["measure"], "action": measure["action"],
+                      "measure_covers": measure["covers"],
+                      "measure_covers_churned": measure["covers_churned"]})
+    portraits = pd.concat([portraits, pd.DataFrame(extra, index=portraits.index)], axis=1)
+    return rules, names, portraits
 
 
 def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> SegmentationResult:
@@ -309,12 +406,9 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
     from threadpoolctl import threadpool_limits
 
     from gymchurn.segments import figures as segment_figures
-    from gymchurn.segments.portraits import (
-        name_segments,
-        portrait_table,
-        portraits_markdown,
-        standardised_differences,
-    )
+    from gymchurn.segments.objectives import findability_scores
+    from gymchurn.segments.portraits import portraits_markdown, standardised_differences
+    from gymchurn.segments.rules import correlated_pairs
     from gymchurn.segments.selection import best_per_subset
 
     cfg = p.cfg
@@ -325,36 +419,39 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
         params = {k: v for k, v in best.params.items() if k != COLUMN_SUBSET_PARAM}
         X, churn = p.X, p.churn
         interruption_point()
-        pipeline = build_segmentation(cfg.clustering, p.subsets[subset], params).fit(X)
-        labels = pipeline[-1].labels_
+        pipeline = builder(cfg)(p.subsets[subset], params).fit(X)
+        labels, clusters = pipeline[-1].labels_, pipeline[-1].clusters_
         X_scaled = scaled_inputs(pipeline, X)
         chosen_row = checked[checked["chosen"]].iloc[0]
+        differences = standardised_differences(X, labels)
+        rules, names, portraits = describe(p, pipeline, labels, differences)
         metrics = segment_scores(X_scaled, labels, churn)
-        metrics.update(findability(X, labels, p.subsets[subset], int(cfg.seed)))
-        metrics.update(stability_ari_mean=chosen_row["stability_ari_mean"],
+        metrics.update(findability_scores(X, labels, clusters, p.groups,
+                                          float(cfg.segmentation.distinct_min_effect)))
+        metrics.update(rules_given_up(X_scaled, labels, clusters))
+        metrics.update(max_conditions=float(rules["conditions"].max()),
+                       correlated_input_pairs=float(len(correlated_pairs(
+                           X, p.subsets[subset], float(cfg.segmentation.near_duplicate_r)))),
+                       stability_ari_mean=chosen_row["stability_ari_mean"],
                        stability_ari_std=chosen_row["stability_ari_std"],
                        chosen_trial_number=best.number, pareto_front_size=len(front),
                        **trial_counts(study))
 
-        pc = cfg.portraits
-        differences = standardised_differences(X, labels)
-        names = name_segments(differences, pc.phrases, int(pc.name_words), float(pc.min_effect),
-                              X.corr(), float(pc.max_correlation), float(pc.lean_effect))
-        portraits = portrait_table(X, labels, churn, names, differences, int(pc.top_features))
-        clusterer = pipeline[-1].clusterer_
+        clusterer = pipeline[-1].clustering_[-1].clusterer_
         figures = segment_figures.segmentation_figures(
             X_scaled, labels, names, differences, portraits, p.subsets[subset],
             getattr(clusterer, "linkage", None), int(cfg.seed))
         figures["pareto_front"] = segment_figures.pareto_figure(study, p.objectives, best.number)
         selection = checked.drop(columns="_aris")
         tables = {
-            "portraits.json": portraits, "portraits.csv": portraits, "pareto_front.csv": ranked,
-            "selection.csv": selection, "subset_scores.csv": best_per_subset(study),
-            "trials.csv": study.trials_dataframe(),
-            "segments.csv": pd.DataFrame({"segment": labels, "churn": churn.to_numpy()},
+            "portraits.json": portraits, "portraits.csv": portraits, "rules.csv": rules,
+            "pareto_front.csv": ranked, "selection.csv": selection,
+            "subset_scores.csv": best_per_subset(study), "trials.csv": study.trials_dataframe(),
+            "segments.csv": pd.DataFrame({"segment": labels, "cluster": clusters,
+                                          "churn": churn.to_numpy()},
                                          index=X.index).rename_axis("row").reset_index(),
         }
         note = timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout)
     return SegmentationResult(p, pipeline, labels, subset, params, best.number, metrics, names,
-                              portraits, ranked, selection, figures, tables,
+                              rules, portraits, ranked, selection, figures, tables,
                               {"portraits.md": portraits_markdown(portraits)}, tuning_seconds, note)

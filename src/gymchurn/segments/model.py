@@ -1,6 +1,9 @@
-"""The segmentation model: an sklearn Pipeline (select the clustered columns -> scale ->
-`SegmentAssigner`), built by `gymchurn.pipeline.build_pipeline` like the churn model, so it takes
-the raw customer columns. Churn is never a clustering input: it only scores and describes the
+"""The segmentation model: an sklearn Pipeline (select the clustered columns -> `RuleSegments`),
+taking the raw customer columns like the churn model. `RuleSegments` clusters the customers in
+a scaled space (preprocessing -> `SegmentAssigner`, built by `gymchurn.pipeline.build_pipeline`)
+and then fits a shallow decision tree on the raw columns to those clusters: the tree's leaves
+are the segments, so each segment is a rule a CRM can filter and a new customer gets exactly
+the segment its rule says. Churn is never a clustering input: it only scores and describes the
 segments.
 """
 
@@ -11,14 +14,42 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
-from sklearn.base import BaseEstimator, ClusterMixin, clone
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from gymchurn.errors import GymchurnError
+from gymchurn.segments.rules import RuleAssigner
 
 SEGMENT_COLUMN, NAME_COLUMN = "segment", "segment_name"  # the served model's two outputs
+
+
+class LogColumns(TransformerMixin, BaseEstimator):
+    """log1p of the named columns that are present (the others pass unchanged).
+
+    Why: tenure is right-skewed (median 3 months, maximum 31); on the raw scale k-means spends
+    a centre on the long-tenure tail instead of the new-versus-settled split that matters for
+    churn (experiments/segmentation-study.md, issue 14)."""
+
+    def __init__(self, columns: Sequence[str] = ()):
+        self.columns = columns
+
+    def fit(self, X, y=None):
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self, "feature_names_in_")
+        X = X.copy()
+        for column in self.columns:
+            if column in X.columns:
+                X[column] = np.log1p(X[column].astype(float))
+        return X
+
+    def get_feature_names_out(self, input_features=None):
+        return self.feature_names_in_
 
 
 class SegmentAssigner(ClusterMixin, BaseEstimator):
@@ -80,12 +111,45 @@ class SegmentAssigner(ClusterMixin, BaseEstimator):
         return segments
 
 
-def build_segmentation(clustering_cfg: Mapping, columns: Sequence[str],
-                       params: Mapping | None = None) -> Pipeline:
-    """The segmentation pipeline: select `columns` -> preprocessing -> SegmentAssigner.
+class RuleSegments(ClusterMixin, BaseEstimator):
+    """Clusters in a scaled space, made findable: a decision tree of depth <= `max_depth` with at
+    most `max_leaves` leaves (None: as many as clusters), fitted on the raw columns to the
+    cluster labels. The leaves are the segments (numbered from the largest); `predict` applies
+    the tree, so a segment is exactly its printed rule. `clusters_` keeps the clusters the rules
+    describe (rule fidelity compares the two)."""
 
-    `params` are clusterer arguments (a trial's or the chosen ones). Built by the churn
-    pipeline's own builder, so errors in `_target_`s read the same.
+    def __init__(self, clustering=None, max_depth: int = 3, max_leaves: int | None = None,
+                 random_state: int = 0):
+        self.clustering = clustering
+        self.max_depth = max_depth
+        self.max_leaves = max_leaves
+        self.random_state = random_state
+
+    def fit(self, X, y=None):
+        if self.clustering is None:
+            raise ValueError("RuleSegments needs a clustering pipeline.")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.clustering_ = clone(self.clustering).fit(X)
+        self.clusters_ = self.clustering_[-1].labels_
+        leaves = self.max_leaves or len(np.unique(self.clusters_))
+        self.rules_ = RuleAssigner(self.max_depth, leaves, self.random_state).fit(X, self.clusters_)
+        self.labels_ = self.rules_.labels_
+        self.n_segments_ = self.rules_.n_segments_
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "rules_")
+        return self.rules_.predict(X[list(self.feature_names_in_)])
+
+
+def build_segmentation(clustering_cfg: Mapping, columns: Sequence[str],
+                       params: Mapping | None = None, rules: Mapping | None = None) -> Pipeline:
+    """The segmentation pipeline: select `columns` -> RuleSegments(preprocessing ->
+    SegmentAssigner(clusterer)), the rule tree shaped by `rules` (max_depth, max_leaves).
+
+    `params` are clusterer arguments (a trial's or the chosen ones). The clustering part is
+    built by the churn pipeline's own builder, so errors in `_target_`s read the same.
     """
     from gymchurn.pipeline import build_pipeline
 
@@ -100,13 +164,17 @@ def build_segmentation(clustering_cfg: Mapping, columns: Sequence[str],
             "clusterer": resolved(clustering_cfg["estimator"]),
         },
     }
-    return build_pipeline({"steps": []}, model_cfg, columns, {"clusterer": dict(params or {})})
+    clustering = build_pipeline({"steps": []}, model_cfg, columns, {"clusterer": dict(params or {})})
+    rules = dict(resolved(rules) or {})
+    segments = RuleSegments(Pipeline(clustering.steps[1:]).set_output(transform="pandas"),
+                            int(rules.get("max_depth", 3)), rules.get("max_leaves"),
+                            int(rules.get("random_state", 0)))
+    return Pipeline([clustering.steps[0], ("segments", segments)]).set_output(transform="pandas")
 
 
 def scaled_inputs(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
-    """What the clusterer saw: the selected columns after preprocessing (standardised)."""
-    return pipeline[:-1].transform(X)
-
+    """What the clusterer saw: the selected columns after preprocessing (log, standardised)."""
+    return pipeline[-1].clustering_[:-1].transform(pipeline[:-1].transform(X))
 
 
 def assign_segments(model, X: pd.DataFrame) -> pd.DataFrame:

@@ -1,9 +1,11 @@
-"""What a segmentation trial is scored on: separation, churn spread, constraints; the
-multi-objective Optuna objective.
+"""What a segmentation trial is scored on: separation, findability, distinctness, churn
+spread, constraints; the multi-objective Optuna objective.
 
 Why several objectives: silhouette alone rewards splitting customers on one binary column
-(two groups, silhouette near 1, nothing learned). The study maximises silhouette *and* how much
-the segments differ in churn rate, under constraints (number of segments, smallest share).
+(two groups, silhouette near 1, nothing learned) or on three near-copies of contract length.
+The study also asks how faithfully each segment's rule reproduces its cluster, on how many
+column groups the least distinct segment stands out, and how safe the safest and how risky the
+riskiest segment is, under constraints (number of segments, smallest share).
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ from sklearn.pipeline import Pipeline
 from gymchurn.errors import GymchurnError
 from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import scaled_inputs
+from gymchurn.segments.rules import distinct_groups, rule_fidelity
 from gymchurn.tuning import recording_failures, suggest_params
 
 # Scores a study can optimise, with their direction. All are computed for every trial.
 OBJECTIVES = {
     "silhouette": "maximize",          # how well separated the segments are (-1 .. 1)
+    "rule_fidelity_min": "maximize",   # worst recall/precision of a rule against its cluster
+    "distinct_columns_min": "maximize",  # column groups the least distinct segment stands out on
+    "churn_rate_best_segment": "minimize",
+    "churn_rate_worst_segment": "maximize",
     "churn_range": "maximize",         # churn rate of the worst segment minus the best one
     "davies_bouldin": "minimize",
     "calinski_harabasz": "maximize",
@@ -66,6 +73,16 @@ def segment_scores(X, labels, churn, silhouette_sample_size: int | None = None,
     }
 
 
+def findability_scores(customers: pd.DataFrame, segments, clusters, groups: Mapping[str, str],
+                       min_effect: float) -> dict[str, float]:
+    """How findable and distinct the segments are: the worst rule fidelity (segments = rules,
+    against the clusters they describe) and the distinct column groups of the least distinct
+    segment, over every customer column."""
+    distinct = distinct_groups(customers, segments, dict(groups), min_effect)
+    return {"rule_fidelity_min": float(rule_fidelity(segments, clusters)["fidelity"].min()),
+            "distinct_columns_min": float(min(len(c) for c in distinct.values()))}
+
+
 def constraint_values(labels, min_segments: int, max_segments: int,
                       min_segment_share: float) -> dict[str, float]:
     """Optuna constraint values of a segmentation: it is feasible when every value is <= 0."""
@@ -97,10 +114,15 @@ def make_objective(
     build: Callable[[Sequence[str], dict], Pipeline],
     objectives: Sequence[str],
     constraints: Mapping,
+    groups: Mapping[str, str],
+    min_effect: float = 0.5,
     silhouette_sample_size: int | None = None,
     seed: int = 0,
 ) -> Callable[[optuna.Trial], list[float]]:
     """Objective: fit one segmentation, return its objective scores, set its constraints.
+
+    `X` holds every customer column (distinctness is measured on all of them); `groups` maps
+    each column to its group of near duplicates (segments.rules.column_groups).
 
     Optuna chooses a column subset (by name) and the clusterer's arguments. Every score is kept
     as a user attribute, so the Pareto front table can show them all.
@@ -123,6 +145,7 @@ def make_objective(
         labels = model[-1].labels_
         scores = segment_scores(scaled_inputs(model, X), labels, churn,
                                 silhouette_sample_size, seed)
+        scores.update(findability_scores(X, labels, model[-1].clusters_, groups, min_effect))
         for key, value in constraint_values(labels, **constraints).items():
             trial.set_constraint(key, value)
         for key, value in scores.items():

@@ -13,7 +13,7 @@ findable and distinct (issue 14; experiments/segmentation-study.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -118,3 +118,23 @@ def correlated_pairs(customers: pd.DataFrame, inputs: Sequence[str],
     corr = customers[list(inputs)].corr()
     return [(a, b, float(corr.loc[a, b])) for i, a in enumerate(inputs) for b in inputs[i + 1:]
             if abs(corr.loc[a, b]) > max_r]
+
+
+def segment_rules(assigner: RuleAssigner, X: pd.DataFrame, data_columns: Mapping,
+                  labels: Mapping[str, str], phrases: Mapping) -> pd.DataFrame:
+    """Per segment of a fitted `RuleAssigner`: its rule in words, as a filter expression over
+    the raw columns (which selects exactly the segment's customers in `X`), the columns it
+    uses and its number of conditions (a range on one column is one condition)."""
+    from gymchurn.rules import leaf_bounds, rule_expression, rule_words
+
+    columns = list(assigner.feature_names_in_)
+    bounds = leaf_bounds(assigner.tree_, columns)
+    rows = []
+    for segment, leaf in enumerate(assigner.leaves_.tolist()):
+        own = bounds[leaf]
+        rows.append({"segment": segment,
+                     "rule": " and ".join(rule_words(own, X, data_columns, labels, phrases))
+                     or "every customer",
+                     "filter": rule_expression(own, X, data_columns),
+                     "rule_columns": list(own), "conditions": len(own)})
+    return pd.DataFrame(rows)
