@@ -60,6 +60,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
 
 def summary_text(summary: dict, cfg: DictConfig, run) -> str:
     """One screen: the choice, the scores, the segments, where the run and model are."""
+    from gymchurn.segments.objectives import OBJECTIVES
     from gymchurn.tracking import summary_footer
 
     m = summary["metrics"]
@@ -97,8 +98,12 @@ def summary_text(summary: dict, cfg: DictConfig, run) -> str:
         rows.append(f"  {'':>23}  {r['rule']}; {r['sets_apart']}")
     chosen = summary["selection"][summary["selection"]["chosen"]].iloc[0]
     if not chosen["meets_requirements"]:
-        rows.append(f"WARNING    no Pareto solution meets the requirements ({require}); this is "
-                    "the nearest miss. More trials (tune.n_trials=...) may find one.")
+        missed = ", ".join(f"{k} {chosen[k]:.3g} (needs {'>=' if OBJECTIVES[k] == 'maximize' else '<='} {v})"
+                           for k, v in (s.require or {}).items()
+                           if (chosen[k] < v if OBJECTIVES[k] == "maximize" else chosen[k] > v))
+        rows.append(f"WARNING    no Pareto solution meets every requirement; this is the nearest "
+                    f"miss: {missed}. More trials (tune.n_trials=...) or other column subsets "
+                    "may find one (experiments/segmentation-study.md says what the data allows).")
     if m["stability_ari_mean"] < s.min_stability:
         rows.append(f"WARNING    stability is below selection.min_stability {s.min_stability}: no "
                     f"candidate checked ({len(summary['selection'])}) met the requirements and "
