@@ -178,3 +178,15 @@ def test_unknown_clustering_option_names_the_choices():
     with pytest.raises(Exception, match="clustering/nope") as err:
         compose_config("segment", ["clustering=nope"])
     assert "agglomerative" in str(err.value) and "kmeans" in str(err.value)
+
+
+def test_a_search_of_only_near_duplicate_subsets_is_refused_before_any_work(customers):
+    from gymchurn.segments.fit import plan
+
+    cfg = compose_config("segment", ["segmentation.search=[all_columns,contract_tenure]"])
+    with pytest.raises(GymchurnError, match="near-duplicate columns") as err:
+        plan(cfg, customers, {"path": "synthetic", "sha256": "-"})
+    assert "Contract_period ~ Month_to_end_contract" in str(err.value)
+    searched = plan(compose_config("segment", []), customers, {"path": "synthetic", "sha256": "-"})
+    assert set(searched.refused) == {"all_columns", "contract_tenure"}
+    assert not set(searched.refused) & set(searched.subsets)
