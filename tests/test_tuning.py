@@ -149,6 +149,23 @@ def test_a_trial_whose_process_died_is_not_charged_to_the_budget(tune_cfg):
     assert run_trials(study, quadratic, n_total=3, timeout=None) == 1
 
 
+def test_a_dead_workers_trial_does_not_stop_the_others_short(tune_cfg):
+    # Worker b's process dies while worker a tunes: its trial is FAIL without a reason (what
+    # the heartbeat check does). Worker a still runs the study to its total of finished
+    # trials; a stop rule counting every FAIL (MaxTrialsCallback) would stop it one short.
+    worker_a = open_single(tune_cfg, "died-shared", "maximize")
+    worker_b = open_single(tune_cfg, "died-shared", "maximize")
+
+    def objective(trial):
+        if trial.number == 0:
+            worker_b.tell(worker_b.ask(), state=TrialState.FAIL)
+        return quadratic(trial)
+
+    assert run_trials(worker_a, objective, n_total=4, timeout=None) == 4
+    assert len(finished_trials(worker_a)) == 4
+    assert len(worker_a.trials) == 5
+
+
 def test_an_objective_returning_nan_is_a_failure_with_a_reason(tune_cfg):
     def nan(trial):
         trial.suggest_float("x", 0, 1)

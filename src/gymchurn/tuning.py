@@ -254,7 +254,12 @@ def run_trials(
     def count_this_call(study, trial):  # other workers' trials finish in the same study
         ran.append(trial.number)
 
-    def stop_at_total(study, trial):  # other workers' trials count towards the same total
+    # Other workers' trials count towards the same total. Not optuna.study.MaxTrialsCallback:
+    # its `states` can only count FAIL trials all or none, and the budget charges a failure
+    # only when it has a recorded reason (finished_trials). Counting FAIL, it would stop short
+    # of the total by one trial per dead worker's or interrupted trial; not counting it, shared
+    # workers would overshoot the total by the failures with a reason.
+    def stop_at_total(study, trial):
         if len(finished_trials(study)) >= n_total:
             study.stop()
 
