@@ -41,7 +41,7 @@ quote = $(if $(filter-out 1,$(words $(1)))$(call without,$(1),$(PLAIN_CHARS)),'$
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
-	promote rollback predict serve report bench
+	promote rollback predict serve report bench dashboard
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
@@ -79,6 +79,9 @@ serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0
 	PATH=$(call quote,$(CURDIR)/$(BIN)):"$$PATH" MLFLOW_TRACKING_URI=$(call quote,$(STORE)) \
 		$(BIN)/mlflow models serve -m models:/gym-churn-classifier@champion --env-manager local \
 		--host $(call quote,$(value HOST)) --port $(call quote,$(value SERVE_PORT))
+
+dashboard: $(STAMP) ## optuna-dashboard on the studies' storage at http://127.0.0.1:8080: args="port=8090"
+	@$(RUN) gymchurn.dashboard
 
 ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
 	$(BIN)/mlflow server --backend-store-uri $(call quote,$(STORE)) \

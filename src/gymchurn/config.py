@@ -321,8 +321,17 @@ class ReportConfig:
     what_if: Any = MISSING
 
 
+@dataclass
+class DashboardConfig:
+    """conf/dashboard.yaml: optuna-dashboard on the studies' storage."""
+
+    storage: str = MISSING
+    host: str = MISSING
+    port: int = number(1, 65535)
+
+
 SCHEMAS = {"config": ChurnConfig, "segment": SegmentConfig, "predict": PredictConfig,
-           "promote": PromoteConfig, "report": ReportConfig}
+           "promote": PromoteConfig, "report": ReportConfig, "dashboard": DashboardConfig}
 
 # Stored when this module is imported, which every entrypoint does before Hydra composes.
 for _name, _schema in SCHEMAS.items():
