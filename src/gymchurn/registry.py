@@ -27,6 +27,11 @@ from gymchurn.errors import GymchurnError
 _ALWAYS_TRUSTED_ROOTS = {"collections"}  # OrderedDict inside LightGBM's sklearn wrapper
 
 
+# Third-party packages the logged gymchurn code imports when the model loads and predicts
+# (input checks: gymchurn.data with its config and pandera): measured by the clean-environment
+# test (tests/test_registry.py), which fails if a module outside the requirements is imported.
+SERVED_CODE_MODULES = ["hydra", "omegaconf", "pandera"]
+
 LOCK_SUFFIX = ".promotion-lock"  # `<model>.promotion-lock`: see gymchurn.lifecycle.lock
 
 
@@ -81,7 +86,7 @@ def pip_requirements(pipeline) -> list[str]:
     Written out so MLflow does not load the model again to infer them.
     """
     providers = distributions_by_module()
-    modules = ["mlflow", "pandas", "numpy", "skops"]
+    modules = ["mlflow", "pandas", "numpy", "skops", *SERVED_CODE_MODULES]
     modules += sorted(pipeline_module_roots(pipeline) - {"gymchurn", "builtins"})
     requirements = []
     for module in modules:
@@ -119,7 +124,28 @@ def log_pipeline_model(
             signature=infer_signature(input_example, output_example),
             input_example=input_example,
             pip_requirements=pip_requirements(pipeline),
+            code_paths=[package_copy(Path(tmp))],
         )
+
+
+def package_copy(folder: Path) -> str:
+    """A copy of the gymchurn package (sources and templates, no bytecode) in `folder`, logged
+    as the model's code (MLflow `code_paths`): the model then loads wherever its requirements
+    are installed, without this repository, as `mlflow models serve`, `build-docker` and
+    `spark_udf` need. Code rather than a wheel: the model carries exactly the code it was
+    trained with, and needs no package index or file beside it to install.
+
+    Where gymchurn is already imported (this repository), its own modules keep being used:
+    MLflow only puts the copy on sys.path, and a package's submodules load from its own folder.
+    """
+    import shutil
+
+    import gymchurn
+
+    target = folder / "gymchurn"
+    shutil.copytree(Path(gymchurn.__file__).parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(target)
 
 
 def register_version(model_uri: str, name: str, tags: Mapping, alias: str | None):

@@ -33,6 +33,16 @@ def data_schema(data_cfg: Mapping) -> dict:
             "columns": {str(name): dict(rule) for name, rule in columns.items()}}
 
 
+def schema_typed(X: pd.DataFrame, data_cfg: Mapping) -> pd.DataFrame:
+    """`X` with each column in the type the schema declares (kind int -> int64, float ->
+    float64): a model's signature built from it declares integers as long and floats as double,
+    so a raw table from CSV or Parquet is accepted as it is, with no cast."""
+    rules = data_schema(data_cfg)["columns"]
+    kinds = {"int": "int64", "float": "float64"}
+    return X.astype({c: kinds[rules[c]["kind"]] for c in X.columns
+                     if c in rules and rules[c].get("kind") in kinds})
+
+
 def quick_check(df: pd.DataFrame, columns: Mapping) -> pd.DataFrame | None:
     """The schema's columns, typed as validate_customers types them, when every value plainly
     meets its rule; else None.

@@ -85,10 +85,12 @@ def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides):
     model = mlflow.pyfunc.load_model("models:/gym-churn-classifier@challenger")
     rows = pd.read_csv(tmp_path / "customers.csv").drop(columns=["Churn"]).head(20)
     rows["customer_id"] = np.arange(20)
-    scores = model.predict(rows.astype("float64"))
+    scores = model.predict(rows)  # the raw CSV table: integer columns stay integers, no cast
     assert list(scores.columns) == ["churn_probability"]
     assert scores["churn_probability"].between(0, 1).all() and len(scores) == 20
-    assert model.metadata.signature is not None
+    declared = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
+    assert declared["Age"] == "long" and declared["Contract_period"] == "long"
+    assert declared["Avg_additional_charges_total"] == "double"
 
     # Same settings again: the study resumes (no new trials), a second version is registered.
     # (In this process: the command line was checked above; resuming is the same code.)

@@ -124,7 +124,7 @@ def register_segmentation(customers: pd.DataFrame, n_segments: int, tags: dict) 
     pyfunc); return its version number. The model is logged in a run of an experiment whose
     artifacts live beside the current store (MLflow's Default experiment would write them to
     ./mlruns, the repo's own store)."""
-    X = customers.drop(columns="Churn").astype("float64")
+    X = customers.drop(columns="Churn")  # as the schema types them: the signature says long
     pipeline = make_pipeline(StandardScaler(), KMeans(n_segments, n_init=3, random_state=0)).fit(X)
     names = {s: f"segment {s}" for s in range(n_segments)}
     example = X.head(5)
@@ -247,3 +247,104 @@ def check_concurrent_runs(done, uri: str, start: dict) -> None:
     assert len(runs) >= len(done) - 1  # at most one found nothing to do
     names = [m.name for m in MlflowClient().search_registered_models()]
     assert not [n for n in names if n.endswith(".promotion-lock")]
+
+
+# A Python that sees the venv's packages but neither this repository nor its editable install:
+# -I ignores PYTHON* variables and the current folder, -S skips `site`, so no .pth file (the
+# editable install is one) runs; only site-packages itself is put on the path.
+ELSEWHERE = """
+import json, sys
+sys.path.append({site!r})
+try:
+    import gymchurn
+    print("gymchurn is importable without the model", file=sys.stderr)
+    sys.exit(3)
+except ImportError:
+    pass
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({uri!r})
+rows = pd.read_parquet({rows!r})
+model.predict(rows).to_parquet({out!r})
+try:  # a broken data rule: the full validation's code loads too (and must be installable)
+    model.predict(rows.head(2).assign(Age=-5))
+    sys.exit("a negative age was accepted")
+except mlflow.exceptions.MlflowException as err:
+    assert "Age" in str(err), err
+json.dump({{"gymchurn": sys.modules["gymchurn"].__file__,
+            "files": sorted(m.__file__ for n, m in list(sys.modules.items())
+                            if n.split(".")[0] == "gymchurn" and getattr(m, "__file__", None))}},
+          open({info!r}, "w"))
+"""
+
+
+def predict_elsewhere(model_uri: str, tracking_uri: str, rows: pd.DataFrame, folder: Path):
+    """Load `model_uri` and score `rows` in a clean process that cannot import gymchurn from
+    this repository; return (predictions, where gymchurn was loaded from, the gymchurn module
+    files that process loaded)."""
+    import json
+    import sysconfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {k: str(folder / f"{k}.{ext}") for k, ext in
+             (("rows", "parquet"), ("out", "parquet"), ("info", "json"))}
+    rows.to_parquet(paths["rows"])
+    code = ELSEWHERE.format(site=sysconfig.get_paths()["purelib"], uri=model_uri, **paths)
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=folder, text=True,
+                          capture_output=True, timeout=600,
+                          env={"MLFLOW_TRACKING_URI": tracking_uri, "PATH": os.environ["PATH"],
+                               "HOME": os.environ.get("HOME", str(folder))})
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(Path(paths["info"]).read_text())
+    return pd.read_parquet(paths["out"]), info["gymchurn"], info["files"]
+
+
+def required_closure(model_uri: str) -> set[str]:
+    """Normalised names of the distributions the model's requirements.txt installs, with
+    everything they depend on."""
+    import re
+    from importlib import metadata
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    lines = Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().splitlines()
+    todo = [re.split(r"[<>=!~;\[ ]", line.strip())[0] for line in lines
+            if line.strip() and not line.startswith(("#", "-"))]
+    seen: set[str] = set()
+    while todo:
+        name = norm(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [re.split(r"[<>=!~;\[ (]", r)[0] for r in requires if "extra ==" not in r]
+    return seen
+
+
+def unlisted_imports(files: list[str], model_uri: str) -> list[str]:
+    """Third-party top-level modules that the gymchurn code in `files` imports (read from the
+    source, function-level imports included) whose distribution the model's requirements do
+    not install. (Libraries' own optional imports, such as skops importing pytest when it is
+    there, are their business, not the model's requirements'.)"""
+    import ast
+    import re
+    from importlib import metadata
+
+    imported = set()
+    for file in files:
+        for node in ast.walk(ast.parse(Path(file).read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    closure = required_closure(model_uri)
+    providers = metadata.packages_distributions()
+    missing = []
+    for module in sorted(imported - set(sys.stdlib_module_names) - {"gymchurn", "__future__"}):
+        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [module])}
+        if not dists & closure:
+            missing.append(module)
+    return missing

@@ -66,7 +66,7 @@ def test_csv_scores_keep_ids_and_match_the_registered_model(store, tmp_path):
     assert scores["customer_id"].tolist() == customers["customer_id"].tolist()  # "007" stays
 
     served = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}@champion")
-    expected = served.predict(customers.drop(columns="customer_id").astype("float64"))
+    expected = served.predict(customers.drop(columns="customer_id"))
     np.testing.assert_allclose(scores["churn_probability"], expected["churn_probability"], rtol=1e-12)
     threshold = float(MlflowClient().get_model_version(CLASSIFIER, "1").tags["threshold"])
     flagged = scores["churn_probability"] >= threshold
@@ -190,7 +190,7 @@ def test_segments_come_from_the_registered_segmentation_model(store, tmp_path, c
     assert "gym-churn-segmentation version 1" in out and "(@challenger)" in out
     scores = pd.read_csv(tmp_path / "s.csv")
     model = mlflow.pyfunc.load_model("models:/gym-churn-segmentation@challenger")
-    expected = model.predict(new.drop(columns="customer_id").astype("float64"))
+    expected = model.predict(new.drop(columns="customer_id"))
     assert scores["segment"].tolist() == expected["segment"].tolist()
     assert scores["segment_name"].tolist() == expected["segment_name"].tolist()
     assert "reason_1" not in scores.columns

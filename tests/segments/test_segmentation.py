@@ -18,6 +18,7 @@ from gymchurn.data import make_synthetic_customers
 from gymchurn.errors import GymchurnError
 from gymchurn.segment import run as run_segment
 from gymchurn.segments.fit import check_config, column_subsets
+from tests.lifecycle.helpers import predict_elsewhere, unlisted_imports
 
 SCORE_KEYS = ["silhouette", "n_segments", "davies_bouldin", "calinski_harabasz",
               "min_segment_share", "churn_rate_best_segment", "churn_rate_worst_segment",
@@ -134,7 +135,7 @@ def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrid
     # segment's filter expression selects precisely the customers the model puts in it.
     model = mlflow.pyfunc.load_model("models:/gym-churn-segmentation@challenger")
     for new in (make_synthetic_customers(40, seed=123), customers):
-        X = new.drop(columns="Churn").astype("float64")
+        X = new.drop(columns="Churn")  # raw: integer columns as integers, no cast
         out = model.predict(X)
         assert list(out.columns) == ["segment", "segment_name"] and len(out) == len(X)
         assert set(out["segment"]) <= set(names)
@@ -142,6 +143,14 @@ def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrid
         for segment in names:
             selected = X.eval(version.tags[f"segment_{segment}_filter"]).to_numpy()
             assert (selected == (out["segment"] == segment).to_numpy()).all()
+
+    # It loads and assigns the same segments where this repository is not importable.
+    X = customers.drop(columns="Churn")
+    here = model.predict(X)
+    there, code, files = predict_elsewhere("models:/gym-churn-segmentation@challenger",
+                                             f"sqlite:///{tmp_path}/mlflow.db", X, tmp_path / "x")
+    assert there["segment"].tolist() == here["segment"].tolist() and "/code/gymchurn/" in code
+    assert unlisted_imports(files, "models:/gym-churn-segmentation@challenger") == []
 
     # Each portrait: a rule of <= 3 conditions, a paragraph covering every column, a measure.
     portraits = pd.read_csv(client.download_artifacts(parent.info.run_id, "portraits.csv",

@@ -39,7 +39,7 @@ from gymchurn.errors import (
 )
 from gymchurn.options import usable_cpus
 from gymchurn.pipeline import build_pipeline
-from gymchurn.serving import data_schema
+from gymchurn.serving import data_schema, schema_typed
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
 from gymchurn.tuning import (
     ProgressPrinter,
@@ -267,8 +267,8 @@ class ChurnResult:
 
     def model(self) -> ModelSpec:
         """The registered model: the whole pipeline, one output column (churn probability)."""
-        # Doubles in the signature: a served request may send 29 or 29.0 for an age.
-        example = self.plan.X_train.head(5).astype("float64")
+        # The signature declares each column as the schema does (Age long, spend double).
+        example = schema_typed(self.plan.X_train.head(5), self.plan.cfg.data)
         output = pd.DataFrame({PROBABILITY_COLUMN: self.pipeline.predict_proba(example)[:, 1]},
                               index=example.index)
         return ModelSpec(self.pipeline, SERVED_MODEL, example, output,

@@ -120,9 +120,10 @@ def segmentation_metrics(model, X: pd.DataFrame, y: pd.Series, version) -> dict[
     and riskiest segment and the distinct column groups of its least distinct segment, both
     independent of the columns it clusters on; rule fidelity and stability as recorded (they
     need the clusters and refits on resamples, so a fitted model cannot re-measure them)."""
+    from gymchurn.segments.model import assign_segments
     from gymchurn.segments.rules import column_groups, distinct_groups
 
-    labels = np.asarray(model.predict(X.astype("float64"))["segment"])
+    labels = assign_segments(model, X)["segment"].to_numpy()
     churn = np.asarray(y, dtype=float)
     rates = [churn[labels == s].mean() for s in np.unique(labels)]
     distinct = distinct_groups(X, labels, column_groups(X))

@@ -31,7 +31,7 @@ from gymchurn.segments.objectives import (
     segment_scores,
 )
 from gymchurn.segments.selection import SELECTION_RULES
-from gymchurn.serving import data_schema
+from gymchurn.serving import data_schema, schema_typed
 from gymchurn.tracking import DatasetInput, ModelSpec, Registration, RunRecord
 from gymchurn.tuning import (
     ProgressPrinter,
@@ -253,8 +253,8 @@ class SegmentationResult:
 
     def model(self) -> ModelSpec:
         """The registered model: the pipeline, returning segment id and name per customer."""
-        # Doubles in the signature: a served request may send 29 or 29.0 for an age.
-        example = self.plan.X.head(5).astype("float64")
+        # The signature declares each column as the schema does (Age long, spend double).
+        example = schema_typed(self.plan.X.head(5), self.plan.cfg.data)
         predicted = self.pipeline.predict(example).astype("int64")
         output = pd.DataFrame({SEGMENT_COLUMN: predicted,
                                NAME_COLUMN: [self.names[s] for s in predicted]}, index=example.index)
