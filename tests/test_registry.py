@@ -218,8 +218,9 @@ mlflow.models.set_model(ChurnProbabilityModel())
 
 def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers, tmp_path):
     import mlflow
+    from mlflow.models import infer_signature
 
-    from gymchurn.registry import load_fitted_pipeline, log_pipeline_model
+    from gymchurn.registry import load_fitted_pipeline, save_pipeline
 
     (tmp_path / "served.py").write_text(OLD_WRAPPER)
     pipe, X = fitted("logreg", customers, features="raw")
@@ -227,9 +228,15 @@ def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers,
     experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
     example = X.head(5).astype("float64")
     output = pd.DataFrame({"churn_probability": pipe.predict_proba(example)[:, 1]})
+    # Logged as such versions were: settings in MLflow's model_config, all columns double.
+    trusted = save_pipeline(pipe, tmp_path / "pipeline.skops")
     with mlflow.start_run(experiment_id=experiment):
-        info = log_pipeline_model(pipe, tmp_path / "served.py", example, output,
-                                  {"threshold": 0.5, "feature_columns": list(X.columns)})
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(tmp_path / "served.py"),
+            artifacts={"pipeline": str(tmp_path / "pipeline.skops")},
+            model_config={"threshold": 0.5, "feature_columns": list(X.columns),
+                          "skops_trusted_types": trusted},
+            signature=infer_signature(example, output))
     mlflow.register_model(info.model_uri, "old")
     model = mlflow.pyfunc.load_model("models:/old/1")
     ok = X.astype("float64").head(20)

@@ -65,6 +65,17 @@ def save_pipeline(pipeline, path: str | Path) -> list[str]:
     return sorted(untrusted)
 
 
+def model_settings(context) -> dict:
+    """A served model's settings (threshold, segment names, data rules, trusted types): the
+    `settings` artifact of versions logged since issue 15, else the `model_config` of older
+    ones (which run their own copy of served.py anyway)."""
+    import json
+
+    if "settings" in (context.artifacts or {}):
+        return json.loads(Path(context.artifacts["settings"]).read_text())
+    return dict(context.model_config or {})
+
+
 def load_pipeline(path: str | Path, trusted_types: list[str]):
     """Load a skops file, trusting only the types recorded when it was saved."""
     import skops.io as sio  # see save_pipeline
@@ -109,18 +120,24 @@ def log_pipeline_model(
     """Log `pipeline` as a pyfunc model defined by the file `model_code` (models from code).
 
     `output_example` is what the model returns for `input_example`; with it they make the
-    model's signature. `model_config["data_schema"]` (`gymchurn.serving.data_schema`) is the
-    data rules the served model checks its input with: those the model was trained under.
+    model's signature. `model_config` is the served model's settings (`model_settings`);
+    its "data_schema" (`gymchurn.serving.data_schema`) is the data rules the served model checks
+    its input with: those the model was trained under.
     """
+    import json
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pipeline.skops"
         trusted = save_pipeline(pipeline, path)
-        config = {**model_config, "skops_trusted_types": trusted}
+        # The settings travel as an artifact, not as MLflow's `model_config`, which MLflow also
+        # logs as run parameters: internal entries (trusted types, the data rules) would crowd
+        # the runs' compare view.
+        settings = Path(tmp) / "settings.json"
+        settings.write_text(json.dumps({**model_config, "skops_trusted_types": trusted}, indent=1))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_code),
-            artifacts={"pipeline": str(path)},
-            model_config=config,
+            artifacts={"pipeline": str(path), "settings": str(settings)},
             signature=infer_signature(input_example, output_example),
             input_example=input_example,
             pip_requirements=pip_requirements(pipeline),

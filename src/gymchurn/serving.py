@@ -2,7 +2,7 @@
 their input is checked with the data rules the model was trained under, as `make predict` checks
 a file, and a broken rule is a client error (HTTP 400) naming the column and the rule.
 
-The server has no Hydra config, so the rules travel with the model: `model_config["data_schema"]`
+The server has no Hydra config, so the rules travel with the model: its settings' "data_schema"
 (written by gymchurn.registry.log_pipeline_model from the training run's config).
 """
 

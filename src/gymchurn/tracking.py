@@ -197,7 +197,7 @@ class RunRecord:
     tables: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
     folders: dict = field(default_factory=dict)
-    dataset: DatasetInput | None = None
+    datasets: list[DatasetInput] = field(default_factory=list)  # training, eval, ...
     model: ModelSpec | None = None
     registration: Registration | None = None
 
@@ -283,8 +283,7 @@ def record(result: RunRecord, context: RunContext | None = None) -> Logged:
         mlflow.set_tags({k: mask_credentials(str(v)) for k, v in result.tags.items()})
     for path, text in result.texts.items():
         mlflow.log_text(mask_credentials(text), path)
-    if result.dataset is not None:
-        d = result.dataset
+    for d in result.datasets:
         dataset = mlflow.data.from_pandas(d.frame, source=mask_credentials(str(d.source)),
                                           name=d.name, targets=d.target, digest=d.digest[:16])
         mlflow.log_input(dataset, context=d.context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -65,7 +66,19 @@ def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides):
     assert "rcv_roc_auc_mean" in parent.data.metrics and "rcv_roc_auc_std" in parent.data.metrics
     for tag in ("model_family", "feature_set", "tuned_metric", "data_digest", "git_commit"):
         assert parent.data.tags[tag]
-    assert parent.inputs.dataset_inputs[0].dataset.digest == parent.data.tags["data_digest"][:16]
+    # The training split and the holdout, each as a dataset input with its context.
+    inputs = {[t.value for t in d.tags if t.key == "mlflow.data.context"][0]: d.dataset
+              for d in parent.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "eval"}
+    rows = {c: json.loads(d.profile)["num_rows"] for c, d in inputs.items()}
+    assert rows["training"] + rows["eval"] == len(pd.read_csv(tmp_path / "customers.csv"))
+    assert rows["eval"] == round(0.2 * (rows["training"] + rows["eval"]))
+    # Compare view: the parent's parameters use the trials' names; nothing internal.
+    best = max((c for c in children if "cv_roc_auc" in c.data.metrics),
+               key=lambda c: c.data.metrics["cv_roc_auc"])
+    assert {k: parent.data.params[k] for k in best.data.params} == best.data.params
+    assert not [k for k in parent.data.params if k.startswith("best_") or k in (
+        "feature_columns", "skops_trusted_types", "data_schema", "threshold")]
 
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

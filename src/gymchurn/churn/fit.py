@@ -128,6 +128,8 @@ class ChurnPlan:
     def record(self) -> RunRecord:
         """Logged when the run opens, so even an interrupted run says what it was."""
         cfg = self.cfg
+        train = self.X_train.assign(**{cfg.data.target: self.y_train})
+        holdout = self.X_test.assign(**{cfg.data.target: self.y_test})
         return RunRecord(
             params={"model_family": cfg.model.name, "feature_set": cfg.features.name,
                     "tune_metric": cfg.tune.metric, "n_trials": int(cfg.tune.n_trials),
@@ -136,8 +138,11 @@ class ChurnPlan:
                     "cost_ratio": threshold_cost_ratio(cfg), "n_rows": len(self.customers),
                     "workers": int(cfg.workers)},
             texts={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)},
-            dataset=DatasetInput(self.customers, cfg.data.name, self.provenance["path"],
-                                 self.digest, cfg.data.target, "training"),
+            # The rows the model is tuned and fitted on, and the holdout it is evaluated on.
+            datasets=[DatasetInput(frame, f"{cfg.data.name}-{part}", self.provenance["path"],
+                                   table_digest(frame), cfg.data.target, context)
+                      for part, frame, context in (("train", train, "training"),
+                                                   ("holdout", holdout, "eval"))],
         )
 
 
@@ -292,7 +297,9 @@ class ChurnResult:
         if total_seconds is not None:
             timings["total_seconds"] = total_seconds
         return RunRecord(
-            params={f"best_{k}": v for k, v in self.best_params.items()},
+            # The chosen trial's parameters under the trial runs' own names, so that the
+            # parent run lines up with its trials in MLflow's compare view.
+            params=dict(self.best_params),
             metrics={**self.metrics, **timings}, tags=cut,
             figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},
             tables=self.tables, model=self.model(), registration=registration,

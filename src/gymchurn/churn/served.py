@@ -2,7 +2,7 @@
 
 It wraps the fitted sklearn pipeline (saved with skops, which never executes code on load)
 and returns one column: the probability that each customer churns next month. Its input is
-checked with the data rules the model was trained under (model_config["data_schema"]), as
+checked with the data rules the model was trained under (its settings' "data_schema"), as
 `make predict` checks a file: a broken rule is an HTTP 400 naming the column and the rule.
 
 A registered version runs the copy of this file logged with it, so versions logged before
@@ -16,17 +16,16 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from gymchurn.churn import PROBABILITY_COLUMN
-from gymchurn.registry import load_pipeline
+from gymchurn.registry import load_pipeline, model_settings
 from gymchurn.serving import checked_input
 
 
 class ChurnProbabilityModel(PythonModel):
     def load_context(self, context):
-        self.pipeline = load_pipeline(
-            context.artifacts["pipeline"], context.model_config["skops_trusted_types"]
-        )
-        self.threshold = float(context.model_config["threshold"])
-        self.data_schema = context.model_config.get("data_schema")  # None: logged without rules
+        settings = model_settings(context)
+        self.pipeline = load_pipeline(context.artifacts["pipeline"], settings["skops_trusted_types"])
+        self.threshold = float(settings["threshold"])
+        self.data_schema = settings.get("data_schema")  # None: logged without rules
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         model_input = checked_input(model_input, self.data_schema)

@@ -173,8 +173,8 @@ class SegmentationPlan:
                     **{f"constraint_{k}": v for k, v in constraints.items()},
                     "n_rows": len(self.customers)},
             texts={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)},
-            dataset=DatasetInput(self.customers, cfg.data.name, self.provenance["path"],
-                                 self.digest, cfg.data.target, "segmentation"),
+            datasets=[DatasetInput(self.customers, cfg.data.name, self.provenance["path"],
+                                   self.digest, cfg.data.target, "training")],
         )
 
 
@@ -278,9 +278,9 @@ class SegmentationResult:
         if total_seconds is not None:
             timings["total_seconds"] = total_seconds
         return RunRecord(
-            # The clustered columns become a param when the model's config is logged.
-            params={COLUMN_SUBSET_PARAM: self.column_subset,
-                    **{f"best_{k}": v for k, v in self.best_params.items()}},
+            # The chosen trial's parameters under the trial runs' own names (compare view).
+            params={COLUMN_SUBSET_PARAM: self.column_subset, **self.best_params,
+                    "clustered_columns": ",".join(self.clustered_columns)},
             metrics={**self.metrics, **timings},
             tags={**self.segment_tags(), **cut},
             figures={f"plots/{name}.png": fig for name, fig in self.figures.items()},

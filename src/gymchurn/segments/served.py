@@ -12,19 +12,18 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from gymchurn.registry import load_pipeline
+from gymchurn.registry import load_pipeline, model_settings
 from gymchurn.segments.model import NAME_COLUMN, SEGMENT_COLUMN
 from gymchurn.serving import checked_input
 
 
 class CustomerSegmentModel(PythonModel):
     def load_context(self, context):
-        self.pipeline = load_pipeline(
-            context.artifacts["pipeline"], context.model_config["skops_trusted_types"]
-        )
-        # JSON/YAML keys are strings; segment ids are ints.
-        self.names = {int(k): v for k, v in context.model_config["segment_names"].items()}
-        self.data_schema = context.model_config.get("data_schema")  # None: logged without rules
+        settings = model_settings(context)
+        self.pipeline = load_pipeline(context.artifacts["pipeline"], settings["skops_trusted_types"])
+        # JSON keys are strings; segment ids are ints.
+        self.names = {int(k): v for k, v in settings["segment_names"].items()}
+        self.data_schema = settings.get("data_schema")  # None: logged without rules
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         model_input = checked_input(model_input, self.data_schema)
