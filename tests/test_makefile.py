@@ -114,7 +114,10 @@ def test_documented_usages_become_the_same_overrides(tmp_path):
     predict = python_command("predict", "input=$(touch x) `y`.csv", f"output={out}",
                              "reasons=all")
     cfg = compose_config("predict", predict[2:])
-    assert (cfg.input, cfg.output, cfg.reasons) == ("$(touch x) `y`.csv", str(out), "all")
+    assert (cfg.input, cfg.output, cfg.reasons.rows) == ("$(touch x) `y`.csv", str(out), "all")
+    native = compose_config("predict", python_command("predict", "input=x.csv",
+                                                      "args=reasons.method=native")[2:])
+    assert (native.reasons.rows, native.reasons.method) == ("flagged", "native")
 
     report = python_command("report", f"args='output_dir={tmp_path}/a b' seed=3")
     cfg = compose_config("report", report[2:])

@@ -230,6 +230,14 @@ class SegmentLookupConfig:
 
 
 @dataclass
+class ReasonsConfig:
+    """conf/reasons/: whose reasons, and how LightGBM contributions are computed."""
+
+    rows: str = MISSING    # flagged | all | none: checked by gymchurn.predict
+    method: str = MISSING  # compiled | native: checked by gymchurn.churn.reasons
+
+
+@dataclass
 class PredictConfig:
     """conf/predict.yaml: batch scoring."""
 
@@ -242,7 +250,7 @@ class PredictConfig:
     model_name: str = MISSING
     alias: str | None = MISSING
     version: int | None = number(1)
-    reasons: str = MISSING
+    reasons: ReasonsConfig = field(default_factory=ReasonsConfig)
     reason_batch_rows: int = number(1)
     n_jobs: int = number(1)
     segmentation: SegmentLookupConfig = field(default_factory=SegmentLookupConfig)
@@ -376,9 +384,14 @@ def config_error_message(err: BaseException) -> str:
 
     A value the schema rejects is one line naming the key, the type it needs and the value, e.g.
     "tune.n_trials must be int, got 'abc'" (OmegaConf's own text spans lines: full_key,
-    object_type, ...); an unknown key is one line too. Other Hydra errors keep Hydra's text
-    (an unknown group option lists the choices).
+    object_type, ...); an unknown key is one line too, and so is an unknown option of a config
+    group, with the choices. Other Hydra errors keep Hydra's text.
     """
+    options = getattr(err, "options", None)  # an unknown option of a config group
+    if options:
+        # Hydra's first line ("In 'predict': Could not find 'reasons/some'") and the choices,
+        # without the config search path it prints after them.
+        return f"{str(err).splitlines()[0]}; choose one of: {', '.join(options)}"
     cause = err if isinstance(err, OmegaConfBaseException) else (err.__cause__ or err.__context__)
     if not isinstance(cause, OmegaConfBaseException) or not getattr(cause, "full_key", None):
         return str(err)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gymchurn.churn import REASON_CHOICES
+from gymchurn.churn import REASON_CHOICES, REASON_METHODS
 from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error
 
@@ -54,8 +54,12 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
     file_type(target, "output")
     if not target.parent.is_dir():
         raise GymchurnError(f"the output folder {target.parent} does not exist. Create it first.")
-    if cfg.reasons not in REASON_CHOICES:
-        raise GymchurnError(f"reasons={cfg.reasons} is not an option: use one of {REASON_CHOICES}.")
+    if cfg.reasons.rows not in REASON_CHOICES:
+        raise GymchurnError(f"reasons.rows={cfg.reasons.rows} is not an option: use one of "
+                            f"{REASON_CHOICES}.")
+    if cfg.reasons.method not in REASON_METHODS:
+        raise GymchurnError(f"reasons.method={cfg.reasons.method} is not an option: use one of "
+                            f"{list(REASON_METHODS)}.")
     load_catalogue(OmegaConf.to_container(cfg.measures))
     return source, target
 
@@ -117,14 +121,15 @@ def run(cfg: DictConfig, printer=print) -> dict:
     labels = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
     negative = OmegaConf.to_container(cfg.data.negative_labels) if "negative_labels" in cfg.data else {}
     scores = score_customers(pipeline, threshold, X, raw[carried], cfg.risk_bands, catalogue,
-                             cfg.reasons, int(cfg.n_jobs), int(cfg.reason_batch_rows), segments,
-                             labels, printer, negative_labels=negative)
+                             cfg.reasons.rows, int(cfg.n_jobs), int(cfg.reason_batch_rows),
+                             segments, labels, printer, negative_labels=negative,
+                             reason_method=cfg.reasons.method)
     timings.update(scores.timings)
     printer(f"scored:   {scores.n_flagged:,} flagged at risk ({scores.n_flagged / len(X):.1%}); "
             "bands: " + ", ".join(f"{lab} {s:.1%}" for lab, s in scores.band_shares.items()))
     printer(f"segments: {segment_note}")
-    if cfg.reasons != "none":
-        printer(f"reasons:  top 3 for {scores.n_reasons:,} {cfg.reasons} customers "
+    if cfg.reasons.rows != "none":
+        printer(f"reasons:  top 3 for {scores.n_reasons:,} {cfg.reasons.rows} customers "
                 f"({scores.reason_method}, {cfg.n_jobs} threads) in {timings['reasons']:.1f} s")
     printer("actions:  " + ", ".join(f"{name} {share:.1%}" for name, share in sorted(
         scores.action_shares.items(), key=lambda item: -item[1])) + " (conf/measures/)")

@@ -17,6 +17,7 @@ from gymchurn.churn.reasons import (
 )
 from gymchurn.config import compose_config
 from gymchurn.data import feature_columns
+from gymchurn.errors import GymchurnError
 from gymchurn.pipeline import build_pipeline
 
 
@@ -178,7 +179,20 @@ def test_reason_values_are_the_customers_own_values_not_the_scaled_ones(customer
 def test_a_model_without_exact_reasons_is_refused():
     from sklearn.neighbors import KNeighborsClassifier
 
-    from gymchurn.errors import GymchurnError
 
     with pytest.raises(GymchurnError, match="reasons=none"):
         contribution_method(KNeighborsClassifier())
+
+
+def test_the_native_method_gives_the_compiled_kernels_numbers(customers):
+    """reasons.method=native (LightGBM's own pred_contrib) and the default compiled kernel:
+    the same contributions, so either can stand in for the other."""
+    pipe, X = fitted("lgbm", customers, features="engineered")
+    compiled_name, compiled = contribution_method(pipe[-1])
+    native_name, native = contribution_method(pipe[-1], "native")
+    assert compiled_name.startswith("TreeSHAP") and native_name == "LightGBM pred_contrib"
+    values = model_input(pipe, X)
+    np.testing.assert_allclose(contributions(native, values), contributions(compiled, values),
+                               rtol=0, atol=1e-12)
+    with pytest.raises(GymchurnError, match="reasons.method=fast is not an option"):
+        contribution_method(pipe[-1], "fast")

@@ -226,7 +226,9 @@ def bad_inputs(folder):
          "no version with alias @gold"),
         ("ok2.csv", lambda p: good.to_csv(p, index=False), ["model_name=gym-churn-nope"],
          "no registered model named 'gym-churn-nope'"),
-        ("ok3.csv", lambda p: good.to_csv(p, index=False), ["reasons=some"], "not an option"),
+        ("ok3.csv", lambda p: good.to_csv(p, index=False), ["reasons=some"], "reasons/some"),
+        ("ok4.csv", lambda p: good.to_csv(p, index=False), ["reasons.method=fast"],
+         "reasons.method=fast is not an option"),
     ]
     for name, write, _, _ in cases:
         write(folder / name)
@@ -281,6 +283,19 @@ def umask_027():
     old = os.umask(0o027)  # stricter than the usual 022, so ordinary and fixed modes differ
     yield 0o027
     os.umask(old)
+
+
+def test_native_reasons_are_the_compiled_reasons(store, tmp_path):
+    """reasons.method=native (LightGBM's own pred_contrib) words the same reasons."""
+    new_customers(300).to_csv(tmp_path / "new.csv", index=False)
+    outputs = {}
+    for method in ("compiled", "native"):
+        outputs[method] = tmp_path / f"{method}.csv"
+        _, out = predict(store, f"input={tmp_path / 'new.csv'}", f"output={outputs[method]}",
+                         "reasons=all", f"reasons.method={method}")
+        assert ("LightGBM pred_contrib" in out) == (method == "native")
+    compiled, native = (pd.read_csv(outputs[m]) for m in ("compiled", "native"))
+    pd.testing.assert_frame_equal(compiled, native)
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -94,7 +94,8 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
                     n_jobs: int = 2, batch_rows: int = 250_000,
                     segments: pd.DataFrame | None = None, labels: Mapping | None = None,
                     progress: Callable[[str], None] | None = None,
-                    negative_labels: Mapping | None = None) -> Scores:
+                    negative_labels: Mapping | None = None,
+                    reason_method: str = "compiled") -> Scores:
     """Score validated customers `X` (the raw columns: the model's input and the catalogue's
     conditions); `carried` (same rows) holds the columns copied through, `segments` (same
     rows) the segment id and name when a segmentation model is used, `labels` and
@@ -111,7 +112,8 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
         raise GymchurnError(f"reasons={reasons} is not an option: use one of {REASON_CHOICES}.")
     bands, cuts = band_cuts(risk_bands, threshold)
     estimator = pipeline[-1]
-    method_name, method = contribution_method(estimator) if reasons != "none" else (None, None)
+    method_name, method = contribution_method(estimator, reason_method) if reasons != "none" \
+        else (None, None)
     set_threads(estimator, n_jobs)
     timings = {}
 
