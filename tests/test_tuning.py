@@ -18,6 +18,7 @@ from gymchurn.tuning import (
     ProgressPrinter,
     best_trial,
     finished_trials,
+    open_storage,
     open_study,
     recording_failures,
     run_trials,
@@ -164,6 +165,28 @@ def test_a_dead_workers_trial_does_not_stop_the_others_short(tune_cfg):
     assert run_trials(worker_a, objective, n_total=4, timeout=None) == 4
     assert len(finished_trials(worker_a)) == 4
     assert len(worker_a.trials) == 5
+
+
+def test_reopening_a_study_fails_a_killed_workers_trial(tune_cfg):
+    import sqlalchemy
+
+    study = open_single(tune_cfg, "killed", "maximize")
+    run_trials(study, quadratic, n_total=2, timeout=None)
+    # A worker killed mid-trial: its trial RUNNING, its last heartbeat an hour old.
+    dead = study.ask()
+    open_storage(tune_cfg["storage"]).record_heartbeat(dead._trial_id)
+    engine = sqlalchemy.create_engine(tune_cfg["storage"])
+    with engine.begin() as db:
+        db.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = "
+                                   "datetime(heartbeat, '-1 hour') WHERE trial_id = :id"),
+                   {"id": dead._trial_id})
+    engine.dispose()
+    assert study.trials[2].state == TrialState.RUNNING
+    # A rerun with nothing left to run still marks it failed, and does not charge it.
+    rerun = open_single(tune_cfg, "killed", "maximize")
+    assert rerun.trials[2].state == TrialState.FAIL and "error" not in rerun.trials[2].user_attrs
+    assert run_trials(rerun, quadratic, n_total=2, timeout=None) == 0
+    assert len(finished_trials(rerun)) == 2
 
 
 def test_an_objective_returning_nan_is_a_failure_with_a_reason(tune_cfg):

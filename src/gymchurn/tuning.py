@@ -108,6 +108,18 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         )
 
 
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Mark FAIL the RUNNING trials whose worker stopped sending heartbeats (killed).
+
+    Optuna does this only before it starts a trial, so a rerun with nothing left to run would
+    leave a killed worker's trial RUNNING for good (measured, experiments/optuna-storage.md).
+    Such a trial has no reason, so it is not charged to the budget (finished_trials).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def resume_seed(seed: int, n_trials: int) -> int:
     """The sampler's seed for a study that already holds `n_trials` trials.
 
@@ -139,6 +151,7 @@ def open_study(storage: str, name: str, directions: Sequence[str],
         n_trials = len(study.get_trials(deepcopy=False))
         if n_trials:
             study.sampler = sampler(resume_seed(seed, n_trials))
+            fail_dead_trials(study)
     except (ValueError, ImportError, SQLAlchemyError) as err:
         from gymchurn.redact import mask_credentials
 
