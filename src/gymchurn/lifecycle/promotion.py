@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -219,7 +219,7 @@ def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champi
     decision run always matches the aliases it records.
     """
     user = who(cfg)
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     run_tags = {
         "model_name": name, "decision": decision, "forced": str(decision == "forced").lower(),
         "user": user, "candidate_version": str(candidate.version),
