@@ -9,6 +9,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements-lock.txt
+# The resolver `make lock` runs, pinned: the same pyproject.toml gives the same lock.
+UV := uv==0.13.9
 HOST := 127.0.0.1
 PORT ?= 5000
 SERVE_PORT ?= 5001
@@ -41,18 +44,29 @@ quote = $(if $(filter-out 1,$(words $(1)))$(call without,$(1),$(PLAIN_CHARS)),'$
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
-	promote rollback predict serve report bench dashboard
+	promote rollback predict serve report bench dashboard lock
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the lock's versions (the ones CI tests, so two machines get the same), then the
+# project itself without resolving again. pip check fails when the lock no longer satisfies
+# pyproject.toml (a dependency added or a bound raised without `make lock`).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check || { echo "error: $(LOCK) does not satisfy pyproject.toml: run make lock" >&2; exit 1; }
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the project (every target does this first)
+install: $(STAMP) ## create .venv with the locked versions (requirements-lock.txt) and the project; every target does this first
+
+lock: ## re-resolve requirements-lock.txt after editing pyproject.toml's dependencies (upgrade=1: newest allowed versions)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(UV)
+	$(BIN)/uv pip compile --quiet pyproject.toml --all-extras --python-version 3.11 --python-platform linux \
+		$(if $(upgrade),--upgrade) --custom-compile-command 'make lock' -o $(LOCK)
 
 experiment: $(STAMP) ## tune, evaluate, track and register a churn model: model=lgbm features=engineered tune=default
 	@$(RUN) gymchurn.experiment
