@@ -62,9 +62,46 @@ def unreachable_reason(uri: str, timeout: float = PROBE_SECONDS) -> str | None:
     return None
 
 
+def missing_driver(url: str) -> str | None:
+    """The module SQLAlchemy needs to talk to the database at `url` when it is not installed
+    (psycopg for postgresql://), else None; None too for URLs that are no SQLAlchemy database
+    (http://, databricks)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return None
+    try:
+        dialect.import_dbapi()
+    except ImportError as err:
+        return err.name or str(err)
+    return None
+
+
+def check_driver(url: str) -> None:
+    """Raise a GymchurnError naming what to install when the database driver for `url` is
+    missing. The PostgreSQL driver is an optional dependency (the `postgres` extra): only
+    shared studies and tracking stores use it, and without this check Optuna or MLflow would
+    fail deep inside SQLAlchemy."""
+    module = missing_driver(url)
+    if module is None:
+        return
+    scheme = urlsplit(url).scheme
+    if module == "psycopg":
+        fix = "install the project's postgres extra: pip install -e '.[postgres]' (make install does)"
+    else:
+        fix = f"install the package that provides the Python module '{module}'"
+    raise GymchurnError(f"{scheme}:// URLs need the database driver '{module}', which is not "
+                        f"installed: {fix}.")
+
+
 def check_reachable(uri: str, what: str, fix: str, timeout: float = PROBE_SECONDS) -> None:
     """Raise a GymchurnError naming `what` (e.g. "MLflow tracking server"), its masked address
-    and `fix` when nothing answers at `uri` within `timeout` seconds."""
+    and `fix` when nothing answers at `uri` within `timeout` seconds; first, for a database
+    URI, naming the driver to install when it is missing (see check_driver)."""
+    check_driver(uri)
     reason = unreachable_reason(uri, timeout)
     if reason is not None:
         raise GymchurnError(f"no {what} answers at {mask_credentials(uri)} ({reason}). {fix}")

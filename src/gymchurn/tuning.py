@@ -92,9 +92,10 @@ def study_name(parts: Sequence, digest: str, searched: Mapping | None = None,
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (SQLite, PostgreSQL, ...) shared safely by several workers."""
-    from gymchurn.probe import sql_connect_args
+    from gymchurn.probe import check_driver, sql_connect_args
     from gymchurn.tracking import sqlite_init_lock, sqlite_path
 
+    check_driver(url)  # PostgreSQL's is an optional dependency: name the extra, not ImportError
     db = sqlite_path(url)
     # Several workers write to one SQLite file: wait for its lock instead of failing at once.
     # A database server that does not answer fails in seconds, not minutes.
