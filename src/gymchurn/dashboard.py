@@ -30,6 +30,8 @@ def run(cfg: DictConfig, printer=print) -> None:
     try:
         storage = open_storage(str(cfg.storage))
         studies = optuna.get_all_study_names(storage)
+    except GymchurnError:
+        raise  # already one message naming the fix (a missing database driver, ...)
     except Exception as err:  # SQLAlchemy or Optuna: any reason the storage cannot be read
         raise GymchurnError(mask_credentials(
             f"could not read the Optuna storage '{cfg.storage}': {' '.join(str(err).split())}. "
