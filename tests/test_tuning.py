@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import mlflow
 import optuna
@@ -109,7 +111,7 @@ def test_trials_of_other_workers_count_towards_the_total(tune_cfg):
     assert len(finished_trials(worker_a)) == 5
 
 
-@pytest.mark.parametrize("storage", ["garbage", "notadb://x"])
+@pytest.mark.parametrize("storage", ["garbage", "notadb://x", "journal:///{tmp}"])
 def test_bad_storage_url_is_a_user_error(tune_cfg, tmp_path, storage):
     tune_cfg["storage"] = storage.format(tmp=tmp_path)
     with pytest.raises(GymchurnError, match="tune.storage"):
@@ -332,6 +334,53 @@ def test_trial_run_logger_creates_one_nested_run_per_trial(tracking, tmp_path, c
     assert "'C'" in failed.data.tags["error"]
     # The parent run itself holds no trial params: only its children do.
     assert client.get_run(parent.info.run_id).data.params == {}
+
+
+def test_a_journal_storage_is_created_and_resumed(tune_cfg, tmp_path):
+    tune_cfg["storage"] = f"journal:///{tmp_path}/new/optuna.journal"
+    study = open_single(tune_cfg, "journal", "maximize")
+    assert isinstance(study._storage, optuna.storages.JournalStorage)
+    assert run_trials(study, quadratic, n_total=3, timeout=None) == 3
+    assert (tmp_path / "new" / "optuna.journal").stat().st_size > 0
+    again = open_single(tune_cfg, "journal", "maximize")
+    assert [t.params for t in again.trials] == [t.params for t in study.trials]
+    assert run_trials(again, quadratic, n_total=5, timeout=None) == 2
+
+
+JOURNAL_WORKER = """
+import pathlib, sys, time, optuna
+from gymchurn.tuning import open_study, run_trials
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+storage, seed, folder = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
+study = open_study(storage, "shared", ["maximize"],
+                   lambda s: optuna.samplers.TPESampler(seed=s), seed)
+(folder / f"ready-{seed}").touch()  # both start together, so both write to the journal
+deadline = time.monotonic() + 120
+while len(list(folder.glob("ready-*"))) < 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+def objective(trial):
+    x = trial.suggest_float("x", -2.0, 2.0)
+    time.sleep(0.01)
+    return -(x - 0.5) ** 2
+print(run_trials(study, objective, n_total=30, timeout=None))
+"""
+
+
+def test_two_processes_share_a_journal_storage(tmp_path):
+    storage = f"journal:///{tmp_path}/optuna.journal"
+    workers = [subprocess.Popen([sys.executable, "-c", JOURNAL_WORKER, storage, str(seed),
+                                 str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for seed in (0, 1)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+    ran = [int(out.split()[-1]) for out, _ in outputs]
+    trials = optuna.load_study(study_name="shared", storage=open_storage(storage)).trials
+    assert 30 <= len(trials) <= 31  # the other worker may finish the trial it is running
+    assert all(ran) and sum(ran) == len(trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert all(t.state == TrialState.COMPLETE for t in trials)
 
 
 def test_sqlite_storage_folder_is_created(tune_cfg, tmp_path):

@@ -1,9 +1,9 @@
 """Tuning stage: the study plumbing every road shares (churn: one objective; segments: several).
 
 Optuna is called directly (not through hydra-optuna-sweeper, see DESIGN.md): seeded samplers,
-the study in an RDB storage URL so a rerun resumes it and several workers can share it, one
-progress line per trial, failed trials recorded with their reason, interrupted ones not
-charged to the budget. What a road adds is its objective, sampler and pruner.
+the study in a storage (an RDB URL or a journal file) so a rerun resumes it and several
+workers can share it, one progress line per trial, failed trials recorded with their reason,
+interrupted ones not charged to the budget. What a road adds is its objective, sampler and pruner.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -23,6 +24,7 @@ from gymchurn.errors import GymchurnError, interruption_point
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 HEARTBEAT_SECONDS = 10
+JOURNAL = "journal:///"  # tune.storage=journal:///<path>: Optuna's JournalStorage in that file
 
 
 def suggest_params(trial: optuna.Trial, space: Mapping) -> dict:
@@ -90,11 +92,29 @@ def study_name(parts: Sequence, digest: str, searched: Mapping | None = None,
     return f"{name}-{digest[:8]}"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage (SQLite, PostgreSQL, ...) shared safely by several workers."""
+def journal_path(url: str) -> Path | None:
+    """The file of a `journal:///<path>` storage (the path after the third slash, as in
+    sqlite:///), else None."""
+    return Path(url[len(JOURNAL):]) if url.startswith(JOURNAL) else None
+
+
+def open_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage shared safely by several workers: an RDB storage for a SQLAlchemy URL
+    (SQLite, PostgreSQL, ...), a JournalStorage for journal:///<path>.
+
+    The journal file spends far less time in the storage than SQLite on one machine, but has
+    no heartbeats, so a killed worker's trial stays RUNNING (never charged to the budget), and
+    a worker killed while writing makes the others wait 30 s for its lock; measured in
+    experiments/optuna-storage.md.
+    """
     from gymchurn.probe import check_driver, sql_connect_args
     from gymchurn.tracking import sqlite_init_lock, sqlite_path
 
+    journal = journal_path(url)
+    if journal is not None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(journal))
+        return optuna.storages.JournalStorage(backend)
     check_driver(url)  # PostgreSQL's is an optional dependency: name the extra, not ImportError
     db = sqlite_path(url)
     # Several workers write to one SQLite file: wait for its lock instead of failing at once.
@@ -153,12 +173,13 @@ def open_study(storage: str, name: str, directions: Sequence[str],
         if n_trials:
             study.sampler = sampler(resume_seed(seed, n_trials))
             fail_dead_trials(study)
-    except (ValueError, ImportError, SQLAlchemyError) as err:
+    except (ValueError, ImportError, SQLAlchemyError, OSError) as err:
         from gymchurn.redact import mask_credentials
 
         raise GymchurnError(mask_credentials(
             f"could not open the Optuna storage '{storage}': {' '.join(str(err).split())}. "
-            "Set tune.storage= to a SQLAlchemy URL such as sqlite:///path/optuna.db."
+            "Set tune.storage= to a SQLAlchemy URL such as sqlite:///path/optuna.db, or to "
+            "journal:///path/optuna.journal."
         )) from err
     found = [d.name.lower() for d in study.directions]
     if found != directions:
