@@ -87,3 +87,24 @@ def test_the_quick_check_never_passes_what_the_full_validation_refuses(rules, cu
     assert not any(quick[i] for i in refused)  # never passes a refused row
     assert all(quick[i] for i in rows.index if i not in refused)  # and is not stricter here
     assert 50 < len(refused) < 350  # both sides were exercised
+
+
+def test_signature_types_follow_the_schema_and_how_the_file_stores_a_column(tmp_path, customers):
+    """The real table writes months left as 5.0: the signature declares that column as the
+    file stores it, so the raw file is accepted as read; other int columns stay long."""
+    from gymchurn.data import load_customers
+    from gymchurn.serving import schema_typed
+
+    table = customers.assign(Month_to_end_contract=customers["Month_to_end_contract"].astype(float))
+    table.to_csv(tmp_path / "c.csv", index=False)  # "5.0", as in gym_churn_us.csv
+    cfg = compose_config("config", [f"data.path={tmp_path / 'c.csv'}", "data.shared_path=null",
+                                    "data.url=null"])
+    loaded, provenance = load_customers(cfg.data)
+    assert provenance["stored_kinds"]["Month_to_end_contract"] == "float"
+    assert provenance["stored_kinds"]["Age"] == "int"
+    typed = schema_typed(loaded.drop(columns="Churn").head(5), cfg.data, provenance["stored_kinds"])
+    assert str(typed["Month_to_end_contract"].dtype) == "float64"
+    assert str(typed["Age"].dtype) == "int64"
+    assert str(typed["Avg_additional_charges_total"].dtype) == "float64"
+    # Without the stored kinds, the schema alone decides.
+    assert str(schema_typed(typed, cfg.data)["Month_to_end_contract"].dtype) == "int64"

@@ -350,14 +350,20 @@ def validate_customers(
 def load_customers(data_cfg: Mapping) -> tuple[pd.DataFrame, dict]:
     """Find, read and validate the customer table for training.
 
-    Returns the table (schema columns only) and its provenance: path, file sha256, row count.
+    Returns the table (schema columns only) and its provenance: path, file sha256, row count,
+    and how the file stores each column (int or float).
     """
     path = ensure_data_file(data_cfg)
-    df, extra = validate_customers(read_customers(path, list(data_cfg["columns"])),
-                                   data_cfg["columns"], data_cfg["target"])
+    raw = read_customers(path, list(data_cfg["columns"]))
+    df, extra = validate_customers(raw, data_cfg["columns"], data_cfg["target"])
     if extra:
         warnings.warn(f"{path}: ignoring columns not in the schema: {extra}", stacklevel=2)
-    return df, {"path": str(path), "sha256": file_sha256(path), "rows": len(df)}
+    # How the file stores each column: the real table writes months left as 5.0, so it reads
+    # as float although the schema's values are whole; the models' signatures accept the
+    # table as its source writes it (gymchurn.serving.schema_typed).
+    stored = {c: "float" if raw[c].dtype.kind == "f" else "int" for c in df.columns}
+    return df, {"path": str(path), "sha256": file_sha256(path), "rows": len(df),
+                "stored_kinds": stored}
 
 
 def feature_columns(data_cfg: Mapping) -> list[str]:

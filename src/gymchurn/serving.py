@@ -33,13 +33,18 @@ def data_schema(data_cfg: Mapping) -> dict:
             "columns": {str(name): dict(rule) for name, rule in columns.items()}}
 
 
-def schema_typed(X: pd.DataFrame, data_cfg: Mapping) -> pd.DataFrame:
+def schema_typed(X: pd.DataFrame, data_cfg: Mapping,
+                 stored: Mapping[str, str] | None = None) -> pd.DataFrame:
     """`X` with each column in the type the schema declares (kind int -> int64, float ->
-    float64): a model's signature built from it declares integers as long and floats as double,
-    so a raw table from CSV or Parquet is accepted as it is, with no cast."""
+    float64), unless the training file stores an int column with decimals (`stored`, from
+    load_customers: the real table writes months left as 5.0): a model's signature built from
+    it declares integers as long and floats as double, so a raw table from CSV or Parquet in
+    the training file's format is accepted as it is, with no cast. (MLflow refuses both
+    float -> long and int64 -> double, so the declared type must be the one the table has.)"""
     rules = data_schema(data_cfg)["columns"]
+    stored = stored or {}
     kinds = {"int": "int64", "float": "float64"}
-    return X.astype({c: kinds[rules[c]["kind"]] for c in X.columns
+    return X.astype({c: kinds[stored.get(c, rules[c]["kind"])] for c in X.columns
                      if c in rules and rules[c].get("kind") in kinds})
 
 

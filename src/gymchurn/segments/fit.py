@@ -254,7 +254,8 @@ class SegmentationResult:
     def model(self) -> ModelSpec:
         """The registered model: the pipeline, returning segment id and name per customer."""
         # The signature declares each column as the schema does (Age long, spend double).
-        example = schema_typed(self.plan.X.head(5), self.plan.cfg.data)
+        example = schema_typed(self.plan.X.head(5), self.plan.cfg.data,
+                               self.plan.provenance.get("stored_kinds"))
         predicted = self.pipeline.predict(example).astype("int64")
         output = pd.DataFrame({SEGMENT_COLUMN: predicted,
                                NAME_COLUMN: [self.names[s] for s in predicted]}, index=example.index)
