@@ -219,7 +219,9 @@ def test_load_customers_drops_extra_columns_with_a_warning(tmp_path, table, data
     with pytest.warns(UserWarning, match="customer_id"):
         df, provenance = load_customers(cfg.data)
     assert list(df.columns) == list(data_cfg.columns)
-    assert provenance == {"path": str(path), "sha256": file_sha256(path), "rows": len(table)}
+    assert provenance == {"path": str(path), "sha256": file_sha256(path), "rows": len(table),
+                          "stored_kinds": {c: "float" if table[c].dtype.kind == "f" else "int"
+                                           for c in table.columns if c != "customer_id"}}
 
 
 # ---------------------------------------------------------------- read_customers
