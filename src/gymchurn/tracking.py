@@ -106,15 +106,18 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
     check_reachable(uri, "MLflow tracking server or database",
                     "Start it, or point tracking.uri= (or MLFLOW_TRACKING_URI) at one that runs; "
                     "with neither set, the local store mlruns/mlflow.db is used.")
-    if db is not None and db.is_file() and db.stat().st_size:  # a new or empty file is created
-        from gymchurn.registry import check_sqlite_store
-
-        check_sqlite_store(db, writable=True)  # damaged or read-only: one line, not a traceback
     mlflow.set_tracking_uri(uri)
     name = experiment or tracking_cfg["experiment"]
     artifact_root = tracking_cfg.get("artifact_root") or default_artifact_root(uri)
     try:
         with sqlite_init_lock(db):  # the first calls create the tracking and registry tables
+            # Checked under the lock: another process creating a new store holds it, and its
+            # half-made file would read as "not an MLflow store" (seen with two experiments
+            # started at once on a new store).
+            if db is not None and db.is_file() and db.stat().st_size:  # new or empty: created
+                from gymchurn.registry import check_sqlite_store
+
+                check_sqlite_store(db, writable=True)  # damaged or read-only: one line
             client = MlflowClient()
             found = client.get_experiment_by_name(name)
             client.search_registered_models(max_results=1)
