@@ -29,7 +29,8 @@ _ALWAYS_TRUSTED_ROOTS = {"collections"}  # OrderedDict inside LightGBM's sklearn
 
 # Third-party packages the logged gymchurn code imports when the model loads and predicts
 # (input checks: gymchurn.data with its config and pandera): measured by the clean-environment
-# test (tests/test_registry.py), which fails if a module outside the requirements is imported.
+# test (tests/lifecycle/test_portable.py), which fails if a module outside the requirements is
+# imported.
 SERVED_CODE_MODULES = ["hydra", "omegaconf", "pandera"]
 
 LOCK_SUFFIX = ".promotion-lock"  # `<model>.promotion-lock`: see gymchurn.lifecycle.lock

@@ -114,7 +114,7 @@ class LightGBMContributions:
     def __call__(self, X: np.ndarray, n_jobs: int) -> np.ndarray:
         missing = np.isnan(X).any(axis=1)
         if not self.by_pattern or len(X) < self.min_rows or missing.all():
-            return self.booster.predict(X, pred_contrib=True, num_threads=n_jobs)[:, :-1]
+            return _lightgbm_native(self.booster)(X, n_jobs)
         if missing.any():  # LightGBM's own default directions for these few rows
             out = np.empty(X.shape)
             out[missing] = self(X[missing], n_jobs)
@@ -224,6 +224,7 @@ def _tree_explainer(estimator):
 
 
 def _lightgbm_native(estimator):
+    """LightGBM's own pred_contrib (reasons.method=native, and the compiled kernel's fallback)."""
     booster = estimator.booster_ if hasattr(estimator, "booster_") else estimator
 
     def contrib(X: np.ndarray, n_jobs: int) -> np.ndarray:

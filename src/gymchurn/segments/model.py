@@ -180,7 +180,9 @@ def scaled_inputs(pipeline: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
 def assign_segments(model, X: pd.DataFrame) -> pd.DataFrame:
     """Segment id and name per customer from a registered segmentation (its pyfunc model)."""
     schema = model.metadata.get_input_schema()
-    # Versions logged before issue 15 declare every column double: cast for them only.
+    # Columns the signature declares double get float64, as MLflow refuses int64 for them:
+    # every column of versions logged before issue 15, and since then the int columns the
+    # training file stored with decimals (months left).
     if schema is not None and schema.has_input_names():
         doubles = [s.name for s in schema.inputs if str(s.type) in ("double", "DataType.double")]
         X = X.astype({c: "float64" for c in doubles if c in X.columns})
