@@ -21,9 +21,9 @@ def run(cfg: DictConfig, printer=print) -> None:
 
     from gymchurn.redact import mask_credentials
     from gymchurn.tracking import sqlite_path
-    from gymchurn.tuning import open_storage
+    from gymchurn.tuning import journal_path, open_storage
 
-    db = sqlite_path(str(cfg.storage))
+    db = sqlite_path(str(cfg.storage)) or journal_path(str(cfg.storage))
     if db is not None and not db.exists():  # opening it would create an empty file there
         raise GymchurnError(f"no Optuna storage at {db}: run `make experiment` or `make segment` "
                             "first, or set storage= to the storage your studies are in.")

@@ -10,13 +10,18 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
+import requests
 from mlflow.tracking import MlflowClient
 from sklearn.cluster import KMeans
 from sklearn.pipeline import make_pipeline
@@ -144,6 +149,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+STARTUP_TIMEOUT = 180  # seconds; a loaded 2-core machine starts servers slowly
+
+
+@contextmanager
+def running(command: list[str], port: int, log: Path, env: dict | None = None,
+            ready: str = "/health"):
+    """Start `command` (a server on 127.0.0.1:`port`) in its own process group, poll the path
+    `ready` until it answers, against a generous deadline; yield the server's URL; stop it
+    after (MLflow's servers answer /health; optuna-dashboard its /api/studies)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}{ready}", timeout=(5, 30)).ok:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or busy starting: poll again until the deadline
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in {STARTUP_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def run_module(module: str, *overrides: str, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -7,11 +7,9 @@ the served champion share one."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +27,12 @@ from tests.lifecycle.helpers import (
     free_port,
     new_customers,
     run_modules,
+    running,
     store_with_champion,
 )
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-STARTUP_TIMEOUT = 180  # seconds; a loaded 2-core machine starts MLflow slowly
 REQUEST_DEADLINE = 180  # seconds a request may keep being retried while the server is busy
 
 
@@ -49,35 +47,6 @@ def request(method: str, url: str, **kwargs) -> requests.Response:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
-
-
-@contextmanager
-def running(command: list[str], port: int, log: Path, env: dict | None = None):
-    """Start `command` in its own process group, wait until /health answers, stop it after."""
-    with open(log, "w") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=(5, 30)).ok:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or busy starting: poll again until the deadline
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready in {STARTUP_TIMEOUT} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and the workers it started
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 def make_dry_run(target: str) -> str:
