@@ -1,6 +1,6 @@
 """Option values the config types cannot check, refused before any work with one line naming the
 key: a boolean given on the command line as anything but true/false, NaN or infinite numbers,
-numbers outside their schema field's bounds (`gymchurn.config.number`), more tuning workers than
+numbers outside their schema field's bounds (`gymchurn.schemas.number`), more tuning workers than
 CPUs. `hydra_main` runs `check_options` on every command; `compose_config` does not (tests and
 the cores' own checks build configs outside those bounds on purpose).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gymchurn.config import CPUS, SCHEMAS
+from gymchurn.schemas import CPUS, SCHEMAS
 from gymchurn.errors import GymchurnError
 
 
