@@ -16,8 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gymchurn.schemas import CPUS, SCHEMAS
 from gymchurn.errors import GymchurnError
+from gymchurn.schemas import CPUS, SCHEMAS
 
 
 def usable_cpus() -> int:
