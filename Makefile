@@ -19,7 +19,7 @@ STORE := sqlite:///$(CURDIR)/mlruns/mlflow.db
 
 # Config groups and keys that may be given as make variables.
 OVERRIDE_VARS := model features tune data tracking experiment threshold seed workers clustering \
-	input output reasons version force model_name reason
+	input output output_dir name note reasons version force model_name reason
 # Values are data, never shell or make code:
 # - make exports every variable of its command line to the recipes, expanding it first (a
 #   value `$(shell ...)` would run): each becomes a simple variable holding its text as typed;
@@ -44,7 +44,7 @@ quote = $(if $(filter-out 1,$(words $(1)))$(call without,$(1),$(PLAIN_CHARS)),'$
 
 .DEFAULT_GOAL := help
 .PHONY: help install experiment compare segment ui test test-fast lint clean-outputs \
-	promote rollback predict serve report bench dashboard lock
+	promote rollback predict serve report monitor monitor-demo bench dashboard lock
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-12s %s\n",$$1,$$2}'
@@ -88,6 +88,26 @@ predict: $(STAMP) ## score customers with the champion: input=new.csv output=sco
 
 report: $(STAMP) ## retention-strategy report from both @champion models -> experiments/retention-strategy/
 	@$(RUN) gymchurn.report
+
+monitor: $(STAMP) ## judge the champion on a new month: input=month.csv (with Churn: realised performance) -> ok/watch/retrain, experiments/monitoring/<name>/
+	@$(RUN) gymchurn.monitor
+
+# SYNTHETIC demonstration (gymchurn/monitoring/demo.py): a model trained on generated history in
+# a store of its own (mlruns/demo/), judged on three generated months; the reports are committed.
+DEMO_DATA := data/monitoring-demo
+DEMO_STORE := $(CURDIR)/mlruns/demo
+DEMO_NOTE := SYNTHETIC demonstration month (make monitor-demo): generated data judged by a model trained on generated history, not the gym customers.
+monitor-demo: $(STAMP) ## the monitoring reports of three SYNTHETIC months (like training, shifted, changed relationship) -> experiments/monitoring/
+	$(BIN)/python -m gymchurn.monitoring.demo $(DEMO_DATA)
+	mkdir -p $(DEMO_STORE)
+	$(BIN)/python -m gymchurn.experiment data.path=$(CURDIR)/$(DEMO_DATA)/history.csv data.shared_path=null \
+		data.url=null tracking.uri=sqlite:///$(DEMO_STORE)/mlflow.db \
+		tune.storage=sqlite:///$(DEMO_STORE)/optuna.db tune=fast hydra.run.dir=$(DEMO_STORE)/hydra
+	for month in like-training shifted changed-relationship; do \
+		$(BIN)/python -m gymchurn.monitor input=$(DEMO_DATA)/$$month.csv name=synthetic-$$month \
+			tracking.uri=sqlite:///$(DEMO_STORE)/mlflow.db alias=challenger segmentation.enabled=false \
+			"note='$(DEMO_NOTE)'" || exit 1; \
+	done
 
 serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0.0.1:5001/invocations
 	PATH=$(call quote,$(CURDIR)/$(BIN)):"$$PATH" MLFLOW_TRACKING_URI=$(call quote,$(STORE)) \

@@ -31,7 +31,7 @@ PREFIX = "GYMCHURN_MAKE_"
 VARS = PREFIX + "VARS"  # the variable names, in order (the Makefile's OVERRIDE_VARS)
 ARGS = "args"
 # Values taken as text, never as Hydra syntax: a path may hold ',', '(', '=', '$' or spaces.
-LITERAL = {"input", "output", "reason", "model_name"}
+LITERAL = {"input", "output", "output_dir", "name", "note", "reason", "model_name"}
 
 
 def hydra_literal(value: str) -> str:

@@ -38,6 +38,12 @@ REPORT_MARKER_TEXT = (
 )
 REPORT_FILES = {"report.html", "report.md"}
 REPORT_EXTRA_FILES = {"call_list.csv"}  # written since the report has a marker
+MONITORING_MARKER = ".gymchurn-monitoring"
+MONITORING_MARKER_TEXT = (
+    "This folder was written by `make monitor` (python -m gymchurn.monitor). The next check of\n"
+    "the same month replaces the whole folder: keep nothing else in it.\n"
+)
+MONITORING_EXTRA_FILES = {"feature_drift.csv"}
 FOUND_SHOWN = 5  # foreign entries named in a refusal
 
 
@@ -117,12 +123,14 @@ def check_folder(path: Path, what: str, is_ours: Callable[[Path], bool], ours: s
 # ---------------------------------------------------------------- recognising previous outputs
 
 
-def is_report_folder(folder: Path) -> bool:
+def is_report_folder(folder: Path, marker: str = REPORT_MARKER, marker_text: str = REPORT_MARKER_TEXT,
+                     extra_files: frozenset | set = REPORT_EXTRA_FILES) -> bool:
     """A previous `make report` output: only the files the report writes, plus its marker (or,
-    before the marker existed, exactly report.html + report.md + figures/)."""
+    before the marker existed, exactly report.html + report.md + figures/). With another
+    `marker` (and its text and extra files): a previous output of that command, marker required."""
     with os.scandir(folder) as scan:
         entries = {e.name: e for e in scan}
-    if set(entries) - REPORT_FILES - REPORT_EXTRA_FILES - {"figures", REPORT_MARKER}:
+    if set(entries) - REPORT_FILES - set(extra_files) - {"figures", marker}:
         return False
     files = [e for name, e in entries.items() if name != "figures"]
     if not all(e.is_file(follow_symlinks=False) for e in files):
@@ -133,10 +141,16 @@ def is_report_folder(folder: Path) -> bool:
         with os.scandir(entries["figures"].path) as scan:
             if not all(e.name.endswith(".png") and e.is_file(follow_symlinks=False) for e in scan):
                 return False
-    if REPORT_MARKER in entries:
-        with open(entries[REPORT_MARKER].path, encoding="utf-8", errors="replace") as f:
-            return f.read(len(REPORT_MARKER_TEXT)) == REPORT_MARKER_TEXT
-    return set(entries) == REPORT_FILES | {"figures"}  # an old report had no other file
+    if marker in entries:
+        with open(entries[marker].path, encoding="utf-8", errors="replace") as f:
+            return f.read(len(marker_text)) == marker_text
+    # an old report had no other file
+    return marker == REPORT_MARKER and set(entries) == REPORT_FILES | {"figures"}
+
+
+def is_monitoring_folder(folder: Path) -> bool:
+    """A previous `make monitor` output (its marker, report.html, report.md, figures/, the CSV)."""
+    return is_report_folder(folder, MONITORING_MARKER, MONITORING_MARKER_TEXT, MONITORING_EXTRA_FILES)
 
 
 def check_report_folder(target: Path) -> Path:
@@ -144,6 +158,13 @@ def check_report_folder(target: Path) -> Path:
     folder of anything else, e.g. output_dir=mlruns)."""
     return check_folder(target, "output_dir", is_report_folder, "a previous report (only "
                         f"report.html, report.md, figures/ and the {REPORT_MARKER} marker)")
+
+
+def check_monitoring_folder(target: Path) -> Path:
+    """`target` may be replaced by a monitoring report: new, empty or a previous one."""
+    return check_folder(target, "output_dir", is_monitoring_folder, "a previous monitoring "
+                        "report (only report.html, report.md, feature_drift.csv, figures/ and "
+                        f"the {MONITORING_MARKER} marker)")
 
 
 def score_column_tails() -> list[list[str]]:

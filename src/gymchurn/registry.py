@@ -284,8 +284,9 @@ def missing_files_message(name: str, version: str | int) -> str:
             f"force=true model_name={name}`.")
 
 
-def load_fitted_pipeline(name: str, version: str | int):
-    """(fitted sklearn pipeline, decision threshold) of a registered churn classifier version."""
+def load_churn_model(name: str, version: str | int):
+    """The served churn model of a registered version (gymchurn.churn.served: pipeline,
+    threshold, settings), or an error when the version is not a churn classifier."""
     model = load_version(name, version).unwrap_python_model()
     pipeline = getattr(model, "pipeline", None)
     if pipeline is None or not hasattr(pipeline, "predict_proba"):
@@ -293,7 +294,13 @@ def load_fitted_pipeline(name: str, version: str | int):
             f"{name} version {version} is not a churn classifier (its model is "
             f"{type(model).__name__}). Use model_name=gym-churn-classifier."
         )
-    return pipeline, float(model.threshold)
+    return model
+
+
+def load_fitted_pipeline(name: str, version: str | int):
+    """(fitted sklearn pipeline, decision threshold) of a registered churn classifier version."""
+    model = load_churn_model(name, version)
+    return model.pipeline, float(model.threshold)
 
 
 def set_alias(name: str, alias: str, version: str | int | None) -> None:
@@ -310,6 +317,15 @@ def set_version_tags(name: str, version: str | int, tags: Mapping[str, str]) -> 
     client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def version_model_id(version) -> str | None:
+    """The logged model (MLflow 3 LoggedModel) behind a registered version: its `model_id`, or
+    the id its `models:/m-...` source names (versions registered from a model URI leave
+    `model_id` empty)."""
+    source = str(getattr(version, "source", "") or "")
+    named = source[len("models:/"):] if source.startswith("models:/m-") else None
+    return getattr(version, "model_id", None) or named
 
 
 def describe_version(version) -> str:

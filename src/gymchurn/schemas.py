@@ -315,5 +315,44 @@ class DashboardConfig:
     port: int = number(1, 65535)
 
 
+@dataclass
+class DriftConfig:
+    psi_watch: float = number(0)
+    psi_drift: float = number(0)
+    alpha: float = number(0, 1, exclusive=True)
+    out_of_range_watch: float = number(0, 1)
+
+
+@dataclass
+class BootstrapConfig:
+    replicates: int = number(20)
+    level: float = number(0, 1, exclusive=True)
+
+
+@dataclass
+class MonitorConfig:
+    """conf/monitor.yaml: the monthly check of the champion on a new customer table."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    risk_bands: Any = MISSING
+    input: str = MISSING  # stays ??? in the YAML: the command line must give it
+    name: str | None = MISSING
+    note: str | None = MISSING
+    output_dir: str | None = MISSING
+    model_name: str = MISSING
+    alias: str | None = MISSING
+    version: int | None = number(1)
+    record_experiment: str = MISSING
+    seed: int = number(0, SEED_MAX)
+    segmentation: SegmentLookupConfig = field(default_factory=SegmentLookupConfig)
+    capacity: float = number(0, 1, exclusive=True)
+    calibration_deciles: int = number(2)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    rules: Any = MISSING  # checked by gymchurn.monitoring.verdict.check_rules
+
+
 SCHEMAS = {"config": ChurnConfig, "segment": SegmentConfig, "predict": PredictConfig,
-           "promote": PromoteConfig, "report": ReportConfig, "dashboard": DashboardConfig}
+           "promote": PromoteConfig, "report": ReportConfig, "dashboard": DashboardConfig,
+           "monitor": MonitorConfig}

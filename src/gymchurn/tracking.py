@@ -203,6 +203,7 @@ class RunRecord:
     datasets: list[DatasetInput] = field(default_factory=list)  # training, eval, ...
     model: ModelSpec | None = None
     registration: Registration | None = None
+    model_id: str | None = None  # metrics also linked to this logged model (a version's model_id)
 
 
 @dataclass
@@ -281,7 +282,7 @@ def record(result: RunRecord, context: RunContext | None = None) -> Logged:
     if result.params:
         mlflow.log_params({k: mask_value(v) for k, v in result.params.items()})
     if result.metrics:
-        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()})
+        mlflow.log_metrics({k: float(v) for k, v in result.metrics.items()}, model_id=result.model_id)
     if result.tags:
         mlflow.set_tags({k: mask_credentials(str(v)) for k, v in result.tags.items()})
     for path, text in result.texts.items():

@@ -37,6 +37,7 @@ from gymchurn.errors import (
     interruption_point,
     signals_held,
 )
+from gymchurn.monitoring.reference import reference_statistics
 from gymchurn.options import usable_cpus
 from gymchurn.pipeline import build_pipeline
 from gymchurn.serving import data_schema, schema_typed
@@ -265,6 +266,7 @@ class ChurnResult:
     tables: dict = field(default_factory=dict)
     tuning_seconds: float = 0.0
     timeout_note: str | None = None  # set when tune.timeout cut the study short
+    reference: dict = field(default_factory=dict)  # what monitoring needs (monitoring.reference)
 
     @property
     def n_test(self) -> int:
@@ -279,7 +281,8 @@ class ChurnResult:
                               index=example.index)
         return ModelSpec(self.pipeline, SERVED_MODEL, example, output,
                          {"threshold": self.threshold, "feature_columns": list(example.columns),
-                          "data_schema": data_schema(self.plan.cfg.data)})
+                          "data_schema": data_schema(self.plan.cfg.data),
+                          "reference": self.reference})
 
     def record(self, registry_cfg=None, total_seconds: float | None = None) -> RunRecord:
         """What the run logs at the end; registered as a new version when `registry_cfg` says so."""
@@ -367,6 +370,10 @@ def fit(p: ChurnPlan, trial_logging=None, study=None) -> ChurnResult:
                            index=p.X_test.index).rename_axis("row").reset_index()
     tables = {"feature_importance.json": importance_table, "trials.csv": study.trials_dataframe(),
               "holdout_predictions.csv": holdout}
+    # Monitoring's reference travels with the model (its settings), so judging a new month
+    # never needs the training file.
+    reference = reference_statistics(p.X_train, OmegaConf.to_container(cfg.data.columns, resolve=True),
+                                     oof, proba_test, p.y_test.to_numpy(), threshold, importance_table)
     return ChurnResult(p, pipeline, threshold, params, metrics, test_metrics, cv_metrics,
                        figures, tables, tuning_seconds,
-                       timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout))
+                       timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout), reference)

@@ -23,6 +23,7 @@ from gymchurn.serving import checked_input
 class ChurnProbabilityModel(PythonModel):
     def load_context(self, context):
         settings = model_settings(context)
+        self.settings = settings  # monitoring reads its "reference" (gymchurn.monitoring)
         self.pipeline = load_pipeline(context.artifacts["pipeline"], settings["skops_trusted_types"])
         self.threshold = float(settings["threshold"])
         self.data_schema = settings.get("data_schema")  # None: logged without rules

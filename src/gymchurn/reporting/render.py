@@ -56,8 +56,10 @@ def strong_html(text: str) -> markupsafe.Markup:
     return markupsafe.Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped))
 
 
-def render(sections: list[Section], sources: Mapping, figures: Mapping[str, bytes]) -> tuple[str, str]:
-    """(report.html, report.md) of the sections; `figures` maps a figure name to its PNG."""
+def render(sections: list[Section], sources: Mapping, figures: Mapping[str, bytes],
+           template: str = "report") -> tuple[str, str]:
+    """(report.html, report.md) of the sections with templates/<template>.html.j2 and .md.j2;
+    `figures` maps a figure name to its PNG."""
     html_blocks, md_blocks = [], []
     main = [s for s in sections if not s.appendix]
     for number, section in enumerate(main + [s for s in sections if s.appendix]):
@@ -83,16 +85,19 @@ def render(sections: list[Section], sources: Mapping, figures: Mapping[str, byte
         md_blocks.append((title, md, section.appendix))
     context = {"sources": sources,
                "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
-    return (HTML_TEMPLATES.get_template("report.html.j2").render(sections=html_blocks, **context),
-            MARKDOWN_TEMPLATES.get_template("report.md.j2").render(sections=md_blocks, **context))
+    return (HTML_TEMPLATES.get_template(f"{template}.html.j2").render(sections=html_blocks, **context),
+            MARKDOWN_TEMPLATES.get_template(f"{template}.md.j2").render(sections=md_blocks, **context))
 
 
-def write_report(sections: list[Section], sources: Mapping, folder: Path) -> None:
-    """report.html, report.md, figures/*.png and the marker that lets the next report replace
-    this folder (gymchurn.outputs) into `folder` (which must exist)."""
+def write_report(sections: list[Section], sources: Mapping, folder: Path, template: str = "report",
+                 marker: tuple[str, str] | None = None) -> None:
+    """report.html, report.md, figures/*.png and the marker that lets the next run of the same
+    command replace this folder (gymchurn.outputs; `marker`: (file name, text), the report's
+    by default) into `folder` (which must exist)."""
     from gymchurn.outputs import REPORT_MARKER, REPORT_MARKER_TEXT
 
-    (folder / REPORT_MARKER).write_text(REPORT_MARKER_TEXT, encoding="utf-8")
+    name, text = marker or (REPORT_MARKER, REPORT_MARKER_TEXT)
+    (folder / name).write_text(text, encoding="utf-8")
     figures = {}
     (folder / "figures").mkdir()
     for section in sections:
@@ -103,17 +108,18 @@ def write_report(sections: list[Section], sources: Mapping, folder: Path) -> Non
     for section in sections:
         for name, frame in section.files.items():  # e.g. call_list.csv
             frame.to_csv(folder / name, index=False)
-    html, md = render(sections, sources, figures)
+    html, md = render(sections, sources, figures, template)
     (folder / "report.html").write_text(html, encoding="utf-8")
     (folder / "report.md").write_text(md, encoding="utf-8")
 
 
-def replace_folder(new: Path, target: Path) -> None:
+def replace_folder(new: Path, target: Path, check=None) -> None:
     """Put `new` where `target` is, by renames: a reader sees the old report or the new one.
-    `target` is checked again first: only a previous report (or an empty folder) is removed."""
+    `target` is checked again first (`check`: gymchurn.outputs.check_report_folder unless
+    given): only a previous output of the same command (or an empty folder) is removed."""
     from gymchurn.outputs import check_report_folder
 
-    target = check_report_folder(target)
+    target = (check or check_report_folder)(target)
     old = None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{time.time_ns()}")

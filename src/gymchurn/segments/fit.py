@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.data import feature_columns, table_digest
 from gymchurn.errors import GymchurnError, interruption_point
+from gymchurn.monitoring.reference import segment_reference
 from gymchurn.segments import COLUMN_SUBSET_PARAM
 from gymchurn.segments.model import NAME_COLUMN, SEGMENT_COLUMN, build_segmentation, scaled_inputs
 from gymchurn.segments.objectives import (
@@ -262,7 +264,9 @@ class SegmentationResult:
             "segment_names": {str(s): n for s, n in self.names.items()},
             "segment_rules": {str(r.segment): r.filter for r in self.rules.itertuples()},
             "feature_columns": list(example.columns), "clustered_columns": self.clustered_columns,
-            "data_schema": data_schema(self.plan.cfg.data)})
+            "data_schema": data_schema(self.plan.cfg.data),
+            # each segment's share (and churn) of the fitted customers: monitoring's segment mix
+            "reference": segment_reference(np.asarray(self.labels), self.plan.churn.to_numpy())})
 
     def record(self, registry_cfg=None, total_seconds: float | None = None) -> RunRecord:
         registration = None

@@ -20,6 +20,7 @@ from gymchurn.serving import checked_input
 class CustomerSegmentModel(PythonModel):
     def load_context(self, context):
         settings = model_settings(context)
+        self.settings = settings  # monitoring reads its "reference" (gymchurn.monitoring)
         self.pipeline = load_pipeline(context.artifacts["pipeline"], settings["skops_trusted_types"])
         # JSON keys are strings; segment ids are ints.
         self.names = {int(k): v for k, v in settings["segment_names"].items()}

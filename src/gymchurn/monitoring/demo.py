@@ -1,0 +1,73 @@
+"""SYNTHETIC demonstration months for `make monitor-demo` and the monitoring tests.
+
+All are drawn by the project's generator (gymchurn.data.make_synthetic_customers), so a model
+trained on `history` meets months that are, by construction:
+- `like-training`: drawn the same way (another seed), outcomes included: nothing should fire;
+- `shifted`: a realistic shift before outcomes are known: 60 % of the customers on 6- and
+  12-month contracts moved to one-month contracts, and visits fell (30 % fewer this month,
+  15 % fewer on average);
+- `changed-relationship`: features drawn like training, but outcomes that follow another
+  relationship, a competitor opening near the clubs: members who live or work nearby and have
+  been members for a while leave far more, and the model's usual leavers stay more often.
+
+    python -m gymchurn.monitoring.demo data/monitoring-demo     (writes the four CSV files)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gymchurn.data import make_synthetic_customers
+
+HISTORY_ROWS, MONTH_ROWS = 4000, 4000
+
+
+def like_training(n: int = MONTH_ROWS, seed: int = 101) -> pd.DataFrame:
+    return make_synthetic_customers(n, seed=seed)
+
+
+def shifted(n: int = MONTH_ROWS, seed: int = 102) -> pd.DataFrame:
+    df = make_synthetic_customers(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    movers = (df["Contract_period"] > 1) & (rng.random(n) < 0.6)
+    df.loc[movers, ["Contract_period", "Month_to_end_contract"]] = 1
+    df["Avg_class_frequency_current_month"] *= 0.7
+    df["Avg_class_frequency_total"] *= 0.85
+    return df.drop(columns="Churn")  # before outcomes
+
+
+def changed_relationship(n: int = MONTH_ROWS, seed: int = 103) -> pd.DataFrame:
+    df = make_synthetic_customers(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    settled_nearby = (df["Near_Location"] == 1) & (df["Lifetime"] >= 3)
+    p = np.where(df["Churn"] == 1, 0.45, 0.08) + np.where(settled_nearby, 0.35, 0.0)
+    df["Churn"] = (rng.random(n) < p).astype(int)
+    return df
+
+
+MONTHS = {"like-training": like_training, "shifted": shifted,
+          "changed-relationship": changed_relationship}
+
+
+def write_demo(folder: Path) -> list[Path]:
+    """history.csv (to train the demo model on) and one CSV per demo month, in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {"history": make_synthetic_customers(HISTORY_ROWS, seed=100),
+              **{name: make() for name, make in MONTHS.items()}}
+    paths = []
+    for name, table in tables.items():
+        path = folder / f"{name}.csv"
+        table.to_csv(path, index=False)
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m gymchurn.monitoring.demo FOLDER")
+    for written in write_demo(Path(sys.argv[1])):
+        print(f"wrote {written}")

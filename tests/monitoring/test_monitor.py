@@ -1,0 +1,200 @@
+"""`make monitor` end to end: a registered champion (trained with its reference statistics) in a
+temp store judges SYNTHETIC months: ok on one drawn like its training data, the moved features
+flagged on a shifted one, retrain on one whose outcomes follow another relationship; every bad
+input refused before any work, with nothing written; the report self-contained and escaped."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from gymchurn import experiment, monitor
+from gymchurn.config import PROJECT_ROOT, compose_config
+from gymchurn.data import make_synthetic_customers
+from gymchurn.errors import GymchurnError
+from gymchurn.monitoring import demo
+from gymchurn.outputs import MONITORING_MARKER, REPORT_MARKER
+from gymchurn.registry import version_model_id
+
+pytestmark = pytest.mark.slow
+CLASSIFIER = "gym-churn-classifier"
+MONTH = 1500
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store whose @champion (version 1, lgbm on engineered features) was trained, with its
+    reference statistics, on 2,000 synthetic customers: a holdout of 400 (the lifecycle tests'
+    600-customer store leaves 120, too few leavers to vouch for a recall)."""
+    root = tmp_path_factory.mktemp("monitor-store")
+    make_synthetic_customers(2000, seed=7).to_csv(root / "customers.csv", index=False)
+    overrides = [f"data.path={root / 'customers.csv'}", "data.shared_path=null", "data.url=null",
+                 f"tracking.uri=sqlite:///{root}/mlflow.db"]
+    experiment.run(compose_config(overrides=[
+        *overrides, f"tune.storage=sqlite:///{root}/optuna.db", "tune=fast", "tune.n_trials=2",
+        "tune.folds=2", "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1",
+        "tracking.log_trials=false"]), printer=lambda line: None)
+    mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
+    MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
+    mlflow.set_tracking_uri(None)
+    return overrides[-1:]
+
+
+def month_file(folder, name: str, table: pd.DataFrame):
+    path = folder / f"{name}.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def judge(store, path, out, *extra):
+    cfg = compose_config("monitor", [*store, f"input={path}", f"output_dir={out}",
+                                     "bootstrap.replicates=100", *extra])
+    return monitor.run(cfg, printer=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def months(store, tmp_path_factory):
+    """The three months, each judged once (the tests read the results)."""
+    folder = tmp_path_factory.mktemp("months")
+    # the champion's customers are make_synthetic_customers(2000, seed=7)
+    tables = {"like-training": make_synthetic_customers(MONTH, seed=21),
+              "shifted": demo.shifted(MONTH, seed=22),
+              "changed": demo.changed_relationship(MONTH, seed=23)}
+    return {name: judge(store, month_file(folder, name, table), folder / "out" / name)
+            for name, table in tables.items()}
+
+
+def test_a_month_drawn_like_training_is_ok(months):
+    result = months["like-training"]
+    assert result["verdict"] == "ok", [f.reason for f in result["findings"]]
+    month = result["result"]
+    assert set(month.features["status"]) <= {"ok", "watch"}
+    assert month.performance.loc["roc_auc", "shortfall"] < 0.02  # the rule's margin
+
+
+def test_the_shifted_month_flags_the_moved_features(months):
+    month = months["shifted"]["result"]
+    flagged = set(month.features.loc[month.features["status"] != "ok", "feature"])
+    assert {"Contract_period", "Avg_class_frequency_current_month"} <= flagged
+    assert not flagged & {"Age", "gender", "Phone", "Partner", "Near_Location"}
+    assert month.flagged["now"] > month.flagged["then"]  # more short contracts, fewer visits
+    assert not month.has_outcomes and months["shifted"]["verdict"] in ("watch", "retrain")
+
+
+def test_a_changed_relationship_is_retrain_by_the_realised_auc(months):
+    result = months["changed"]
+    assert result["verdict"] == "retrain"
+    fired = [f.rule for f in result["findings"]]
+    assert "realised_auc_below_expected" in fired
+    assert not (result["result"].features["status"] == "drift").any()  # the inputs did not move
+
+
+def test_the_run_records_the_verdict_and_links_the_judged_version(months, store):
+    mlflow.set_tracking_uri(store[0].split("=", 1)[1])
+    client = MlflowClient()
+    version = client.get_model_version(CLASSIFIER, "1")
+    for result in months.values():
+        run = client.get_run(result["run_id"])
+        assert run.data.tags["verdict"] == result["verdict"]
+        assert run.data.tags["model_version"] == "1" and run.data.tags["model_name"] == CLASSIFIER
+        assert run.data.metrics["drift.Contract_period.psi"] >= 0
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "report")} >= {
+            "report/report.html", "report/report.md", "report/feature_drift.csv"}
+        assert client.get_experiment(run.info.experiment_id).name == "gym-churn-monitoring"
+    linked = client.get_logged_model(version_model_id(version)).metrics or []
+    assert {m.run_id for m in linked} >= {r["run_id"] for r in months.values()}
+    mlflow.set_tracking_uri(None)
+
+
+def test_the_report_is_self_contained(months):
+    folder = months["changed"]["folder"]
+    assert {p.name for p in folder.iterdir()} == {MONITORING_MARKER, "report.html", "report.md",
+                                                 "feature_drift.csv", "figures"}
+    html = (folder / "report.html").read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
+    assert html.count('src="data:image/png;base64,') == 3  # drift, scores, calibration
+    assert "Verdict: retrain" in html and "realised_auc_below_expected" in html
+
+
+def test_every_value_in_the_report_is_escaped(store, tmp_path):
+    path = month_file(tmp_path, "m", make_synthetic_customers(200, seed=24))
+    result = judge(store, path, tmp_path / "out", "name='<script>alert(1)</script>'",
+                   "note='<img src=x onerror=alert(2)> & more'")
+    html = (result["folder"] / "report.html").read_text()
+    assert "<script>" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&amp; more" in html
+    md = (result["folder"] / "report.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+
+
+BAD_MONTHS = [
+    ("missing column", lambda t: t.drop(columns="Lifetime"), "missing column(s)"),
+    ("bad values", lambda t: t.assign(Age=t["Age"].astype(float).where(t.index > 2, -5)), "Age"),
+    ("one class", lambda t: t.assign(Churn=0), "holds only 0s"),
+    ("too few", lambda t: t.head(10), "monitoring needs at least 20"),
+]
+
+
+@pytest.mark.parametrize("case, change, message", BAD_MONTHS, ids=[c[0] for c in BAD_MONTHS])
+def test_a_bad_month_is_refused_before_anything_is_written(store, tmp_path, case, change, message):
+    path = month_file(tmp_path, "bad", change(make_synthetic_customers(200, seed=25)))
+    out = tmp_path / "out"
+    mlflow.set_tracking_uri(store[0].split("=", 1)[1])
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    with pytest.raises(GymchurnError, match=re.escape(message)):
+        judge(store, path, out)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_folder_that_is_not_a_monitoring_report_is_never_replaced(store, tmp_path):
+    path = month_file(tmp_path, "m", make_synthetic_customers(100, seed=26))
+    for foreign in ("notes", "old-report"):
+        out = tmp_path / foreign
+        out.mkdir()
+        (out / "keep.txt").write_text("someone's")
+        if foreign == "old-report":  # a retention report is not a monitoring report
+            (out / "keep.txt").unlink()
+            (out / REPORT_MARKER).write_text("x")
+        with pytest.raises(GymchurnError, match="is a folder that is not a previous monitoring report"):
+            judge(store, path, out)
+    first = judge(store, path, tmp_path / "mine")["folder"]
+    assert judge(store, path, first)["folder"] == first  # its own previous report is replaced
+
+
+def test_a_version_without_reference_statistics_is_refused_with_the_fix(store, tmp_path):
+    from gymchurn.churn.fit import SERVED_MODEL
+    from gymchurn.registry import log_pipeline_model, register_version
+    from gymchurn.tracking import setup_experiment
+
+    uri = store[0].split("=", 1)[1]
+    mlflow.set_tracking_uri(uri)
+    pipeline = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}/1").unwrap_python_model().pipeline
+    X = make_synthetic_customers(50, seed=27).drop(columns="Churn")
+    output = pd.DataFrame({"churn_probability": pipeline.predict_proba(X.head(5))[:, 1]})
+    with mlflow.start_run(experiment_id=setup_experiment({"uri": uri, "artifact_root": None}, "old")):
+        info = log_pipeline_model(pipeline, SERVED_MODEL, X.head(5), output, {"threshold": 0.5})
+        old = register_version(info.model_uri, CLASSIFIER, {}, None).version
+    mlflow.set_tracking_uri(None)
+    path = month_file(tmp_path, "m", make_synthetic_customers(100, seed=28))
+    with pytest.raises(GymchurnError, match=f"version {old} has no reference statistics"):
+        judge(store, path, tmp_path / "out", f"version={old}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_prints_one_error_and_exits_non_zero(store, tmp_path):
+    path = month_file(tmp_path, "m", make_synthetic_customers(200, seed=29).drop(columns="Phone"))
+    done = subprocess.run([sys.executable, "-m", "gymchurn.monitor", *store, f"input={path}",
+                           f"output_dir={tmp_path / 'out'}"], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Phone" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
