@@ -7,7 +7,9 @@ experiments/benchmarks.md from the figures measured in that one run.
 2. tuning throughput with 1 and 2 workers on the same fixed list of trials, pruning off;
 3. fitting the default LightGBM pipeline on 4k -> 1M synthetic rows, each size in a fresh
    child process (time, CPU, peak RSS);
-4. `python -m gymchurn.predict reasons=none` on 100k and 1M synthetic rows (child processes).
+4. `python -m gymchurn.predict reasons=none` on 100k and 1M synthetic rows (child processes);
+5. start-up: what each command imports;
+6. `python -m gymchurn.monitor` on a 100k-customer month with outcomes (a child process).
 
 Only the package's public API is used. Everything is written under one temp folder, never to
 the repo's mlruns/ or outputs/; the one file written in the repo is --output.
@@ -60,8 +62,9 @@ TARGET_IMPORT_RATIO = 1.2    # a command's imports within 1.2x of the libraries 
 LIBRARIES = ["lightgbm", "scikit-learn", "optuna", "mlflow", "pandas", "numpy", "pyarrow",
              "sqlalchemy", "pandera", "hydra-core"]
 QUICK = {"import_runs": 1, "import_commands": "", "trials": 2, "worker_trials": 2,
-         "fit_rows": "2000,4000", "predict_rows": "2000",
+         "fit_rows": "2000,4000", "predict_rows": "2000", "monitor_rows": 2000,
          "synthetic_rows": 600}
+TARGET_MONITOR_SECONDS = 60.0  # issue 16: `make monitor` on a 100,000-customer month
 QUICK_OVERRIDES = ["tune.folds=2", "evaluation.repeated_cv_repeats=0", "evaluation.permutation_repeats=1"]
 WARM_UP = ["tune.n_trials=1", *QUICK_OVERRIDES]  # the untimed core run before section 1's runs
 
@@ -164,19 +167,19 @@ def tracking_overhead(work: Path, overrides: list[str]) -> dict:
     load = load_average()
     # The first core run in a process pays one-off costs (first imports, matplotlib's font
     # cache, first LightGBM and Optuna calls) that would land on the first timed run only.
-    say("1/5 tracking overhead: a short untimed warm-up run of the core ...")
+    say("1/6 tracking overhead: a short untimed warm-up run of the core ...")
     core_without_recorder(config_for(work, "warm-up", [*overrides, *WARM_UP]))
     untracked = []
     for i, with_mlflow in enumerate([False, True, False]):
         cfg = config_for(work, f"overhead{i}", overrides)
         if not with_mlflow:
-            say(f"1/5 tracking overhead: the churn core without MLflow ({len(untracked) + 1} of 2) ...")
+            say(f"1/6 tracking overhead: the churn core without MLflow ({len(untracked) + 1} of 2) ...")
             with Usage() as usage:
                 result = core_without_recorder(cfg)
             untracked.append({"usage": usage, "test_metrics": result.test_metrics,
                               "trials": trial_record(finished(cfg, result.plan.study_name))})
             continue
-        say("1/5 tracking overhead: the same experiment with MLflow (experiment.run) ...")
+        say("1/6 tracking overhead: the same experiment with MLflow (experiment.run) ...")
         # A new SQLite store spends seconds creating its schema; `make experiment` pays that
         # once, on the store's first run, so it is created (and timed) before the measured run.
         start = time.monotonic()
@@ -283,7 +286,7 @@ def tuning_throughput(work: Path, overrides: list[str], n_trials: int) -> dict:
                                                      "tune.pruner.n_startup_trials=1000000"])
         # One spare set: a worker may start one trial after the total is reached.
         params = params or fixed_trials(cfg.model.search_space, n_trials + 1, int(cfg.tune.seed))
-        say(f"2/5 tuning throughput: {n_trials} fixed trials with {workers} worker(s) ...")
+        say(f"2/6 tuning throughput: {n_trials} fixed trials with {workers} worker(s) ...")
         rows.append(tune_with_workers(cfg, workers, params))
         say(f"    {workers} worker(s): {rows[-1]['trials']} trials in {rows[-1]['seconds']:.1f} s, "
             f"{rows[-1]['per_minute']:.1f} trials/min")
@@ -370,10 +373,10 @@ def training_scale(sizes: list[int]) -> dict:
     load = load_average()
     rows = []
     for n in sizes:
-        say(f"3/5 training: default LightGBM pipeline on {n:,} rows (fresh process) ...")
+        say(f"3/6 training: default LightGBM pipeline on {n:,} rows (fresh process) ...")
         rows.append(fit_in_child(n))
     threads = os.cpu_count() or 1
-    say(f"3/5 training: the same on {sizes[-1]:,} rows with n_jobs={threads} ...")
+    say(f"3/6 training: the same on {sizes[-1]:,} rows with n_jobs={threads} ...")
     return {"load": load, "rows": rows, "threads_row": fit_in_child(sizes[-1], str(threads)),
             "slopes": slopes(rows, "seconds"), "cpu_slopes": slopes(rows, "cpu")}
 
@@ -390,7 +393,7 @@ def scoring_scale(work: Path, sizes: list[int]) -> dict:
     store = work  # train_champion registers in <store>/mlflow.db: the benchmark's one store
     uri = f"sqlite:///{store}/mlflow.db"
     trees = int(compose_config(overrides=["model=lgbm"]).model.estimator.n_estimators)
-    say(f"4/5 scoring: registering a {trees}-tree LightGBM champion in a temp store ...")
+    say(f"4/6 scoring: registering a {trees}-tree LightGBM champion in a temp store ...")
     train_champion(store, trees)
     rows = []
     for n in sizes:
@@ -399,7 +402,7 @@ def scoring_scale(work: Path, sizes: list[int]) -> dict:
         source, output = store / f"customers_{n}.csv", store / f"scores_{n}.csv"
         pacsv.write_csv(pa.Table.from_pandas(customers, preserve_index=False), source)
         del customers
-        say(f"4/5 scoring: python -m gymchurn.predict reasons=none on {n:,} rows ...")
+        say(f"4/6 scoring: python -m gymchurn.predict reasons=none on {n:,} rows ...")
         child = run_measured([sys.executable, "-m", "gymchurn.predict", f"input={source}",
                               f"output={output}", "reasons=none", f"tracking.uri={uri}"])
         inner = re.search(r"columns\) in ([\d.]+) s", child["output"])
@@ -412,6 +415,31 @@ def scoring_scale(work: Path, sizes: list[int]) -> dict:
         source.unlink()
         output.unlink()
     return {"load": load, "rows": rows, "trees": trees}
+
+
+# ---------------------------------------------------------------- 6. monitoring a month
+
+
+def monitoring_scale(work: Path, rows: int) -> dict:
+    """`python -m gymchurn.monitor` on a month of `rows` synthetic customers with outcomes (the
+    realised-performance bootstraps make it the slowest case), judging version 1 of the store:
+    the one section 1's `experiment.run` registered, with its reference statistics."""
+    from gymchurn.monitoring import demo
+
+    load = load_average()
+    source = work / f"month_{rows}.csv"
+    demo.like_training(rows, seed=9).to_csv(source, index=False)
+    say(f"6/6 monitoring: python -m gymchurn.monitor on {rows:,} customers with outcomes ...")
+    child = run_measured([sys.executable, "-m", "gymchurn.monitor", f"input={source}",
+                          f"tracking.uri=sqlite:///{work}/mlflow.db", "version=1",
+                          f"output_dir={work / 'monitoring'}", "segmentation.enabled=false"])
+    inner = re.search(r"^time\s+([\d.]+) s", child["output"], re.MULTILINE)
+    verdict_line = re.search(r"^VERDICT\s+(\w+)", child["output"], re.MULTILINE)
+    say(f"    {child['wall']:.1f} s process wall, peak RSS {child['peak_gb']:.2f} GB")
+    source.unlink()
+    return {"load": load, "rows": rows, "wall": child["wall"], "cpu": child["cpu"],
+            "stages": float(inner.group(1)) if inner else math.nan, "peak_gb": child["peak_gb"],
+            "others": child["others"], "verdict": verdict_line.group(1) if verdict_line else "?"}
 
 
 # ---------------------------------------------------------------- the report
@@ -456,6 +484,10 @@ def targets(m: dict) -> list[tuple[str, str, str]]:
         (f"fit on {big['rows']:,} rows ≤ {TARGET_FIT_GB:.0f} GB peak memory",
          f"{big['peak_gb']:.2f} GB (n_jobs={threads['n_jobs']}: {threads['peak_gb']:.2f} GB)",
          verdict(max(big["peak_gb"], threads["peak_gb"]) <= TARGET_FIT_GB)),
+        (f"`make monitor` on a {m['monitoring']['rows']:,}-customer month ≤ "
+         f"{TARGET_MONITOR_SECONDS:.0f} s (issue 16)",
+         f"{m['monitoring']['wall']:.1f} s (process wall, imports included)",
+         verdict(m["monitoring"]["wall"] <= TARGET_MONITOR_SECONDS)),
     ]
 
 
@@ -467,6 +499,7 @@ def report(m: dict, command: str, quick: bool) -> str:
     big, threads = scale["rows"][-1], scale["threads_row"]
     pair_sensitivity = math.log(1.1) / math.log(big["rows"] / scale["rows"][-2]["rows"])
     tracked, (plain1, plain2) = one["tracked"], (u["usage"] for u in one["untracked"])
+    mon = m["monitoring"]
     lines = [
         TITLE,
         "",
@@ -636,6 +669,23 @@ def report(m: dict, command: str, quick: bool) -> str:
         "",
         *import_times(m["imports"]),
         "",
+        f"## 6. Monitoring a month: `make monitor` (load average at start {mon['load']})",
+        "",
+        f"`python -m gymchurn.monitor` judges version 1 of the temp store (section 1's model, with "
+        f"the reference statistics it logged) on a month of {mon['rows']:,} SYNTHETIC customers "
+        "drawn like training, with their outcomes: reading and validating the file, scoring it, "
+        "13 feature drift tests, prediction drift, realised performance with 2 x 200 bootstrap "
+        "resamples, calibration, three figures, the HTML + Markdown report and its MLflow run "
+        "(segment mix off). A child process started through section 3's launcher: process wall "
+        "time (imports included), the time the command reports for itself, and its peak RSS. "
+        f"The month's verdict was {mon['verdict']} (the month is synthetic and the model was "
+        "trained on the table of section 1, so the verdict says nothing here; the time is the point).",
+        "",
+        "| customers | process wall | command's own time | CPU | peak RSS | other jobs' cores |",
+        "|---|---|---|---|---|---|",
+        f"| {mon['rows']:,} | {mon['wall']:.1f} s | {mon['stages']:.1f} s | {mon['cpu']:.1f} s | "
+        f"{mon['peak_gb']:.2f} GB | {mon['others']:.2f} |",
+        "",
         "## Conclusions",
         "",
         *conclusions(m),
@@ -647,7 +697,8 @@ def report(m: dict, command: str, quick: bool) -> str:
 def conclusions(m: dict) -> list[str]:
     """A few sentences generated from the figures: the verdicts and what explains them."""
     one, two, scale, score = m["overhead"], m["workers"], m["training"], m["scoring"]
-    overhead, speedup, linear, fast, fast2, memory = [ok for *_, ok in targets(m)]
+    overhead, speedup, linear, fast, fast2, memory, monitored = [ok for *_, ok in targets(m)]
+    mon = m["monitoring"]
     biggest = max(one["groups"], key=one["groups"].get)
     w1, w2 = two["rows"]
     per_core = (w2["trials"] / w2["cpu"]) / (w1["trials"] / w1["cpu"])
@@ -675,6 +726,9 @@ def conclusions(m: dict) -> list[str]:
         f"- Scoring {last['rows']:,} customers with `make predict reasons=none` takes "
         f"{last['wall']:.1f} s end to end ({last['rate']:,.0f} rows/s; {last['stages']:.1f} s in its "
         f"stages), peak memory {last['peak_gb']:.2f} GB.",
+        f"- Monitoring a {mon['rows']:,}-customer month with outcomes takes {mon['wall']:.1f} s end "
+        f"to end {monitored} (target ≤ {TARGET_MONITOR_SECONDS:.0f} s), peak memory "
+        f"{mon['peak_gb']:.2f} GB.",
     ]
 
 
@@ -714,6 +768,7 @@ def main() -> Path:
                         help="fixed trials per worker count (40 = the default tune config's n_trials)")
     parser.add_argument("--fit-rows", default="4000,40000,400000,1000000")
     parser.add_argument("--predict-rows", default="100000,1000000")
+    parser.add_argument("--monitor-rows", type=int, default=100_000)
     parser.add_argument("--synthetic-rows", type=int, default=None,
                         help="run sections 1-2 on this many synthetic customers, not the real table")
     parser.add_argument("--import-runs", type=int, default=7,
@@ -750,11 +805,12 @@ def main() -> Path:
         m["scoring"] = scoring_scale(work, sizes(args.predict_rows))
         import imports  # benchmarks/imports.py: the script's folder is on sys.path
 
-        say("5/5 start-up: import times of each command ...")
+        say("5/6 start-up: import times of each command ...")
         wanted = [c for c in args.import_commands.split(",") if c]
         m["imports"] = {"load": load_average(), "runs": args.import_runs,
                         **imports.measure(args.import_runs, say,
                                           {c: imports.COMMANDS[c] for c in wanted})}
+        m["monitoring"] = monitoring_scale(work, args.monitor_rows)
     m["load_end"] = load_average()
     m["total_s"] = time.monotonic() - started
     text = report(m, command, args.quick)

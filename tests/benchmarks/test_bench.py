@@ -14,7 +14,7 @@ BENCH = PROJECT_ROOT / "benchmarks" / "bench.py"  # a script outside the package
 
 SECTIONS = ["## Machine", "## Targets", "## 1. Tracking overhead", "## 2. Tuning throughput",
             "## 3. Training time and memory", "## 4. Batch scoring", "## 5. Start-up",
-            "## Conclusions"]
+            "## 6. Monitoring a month", "## Conclusions"]
 NUMBER = r"\d+(?:[.,]\d+)*"
 
 
@@ -50,7 +50,9 @@ def test_quick_bench_writes_every_section_with_figures(bench, tmp_path, monkeypa
     assert re.search(rf"at the start {NUMBER} / {NUMBER} / {NUMBER}", text)
     assert "python benchmarks/bench.py --quick" in text  # the command that reproduces it
     targets = section(text, "## Targets")
-    assert len(re.findall(r"\| \*\*(?:met|missed|unclear)\*\*", targets)) == 6
+    assert len(re.findall(r"\| \*\*(?:met|missed|unclear)\*\*", targets)) == 7
+    monitoring = section(text, "## 6. Monitoring a month")
+    assert re.search(rf"\| 2,000 \| {NUMBER} s \| {NUMBER} s \| {NUMBER} s \| {NUMBER} GB \|", monitoring)
     overhead = section(text, "## 1. Tracking overhead")
     assert re.search(rf"\| with MLflow \| {NUMBER} s \| {NUMBER} s \| {NUMBER} \|", overhead)
     assert re.search(rf"\| without MLflow \(2\) \| {NUMBER} s \|", overhead)
