@@ -21,6 +21,7 @@ from gymchurn.errors import GymchurnError
 from gymchurn.monitoring import demo
 from gymchurn.outputs import MONITORING_MARKER, REPORT_MARKER
 from gymchurn.registry import version_model_id
+from tests.lifecycle.helpers import register_segmentation
 
 pytestmark = pytest.mark.slow
 CLASSIFIER = "gym-churn-classifier"
@@ -42,6 +43,8 @@ def store(tmp_path_factory):
         "tracking.log_trials=false"]), printer=lambda line: None)
     mlflow.set_tracking_uri(overrides[-1].split("=", 1)[1])
     MlflowClient().set_registered_model_alias(CLASSIFIER, "champion", "1")
+    # A segmentation registered the way versions before monitoring were (no reference shares).
+    register_segmentation(pd.read_csv(root / "customers.csv"), 3, {})
     mlflow.set_tracking_uri(None)
     return overrides[-1:]
 
@@ -85,6 +88,9 @@ def test_the_shifted_month_flags_the_moved_features(months):
     assert not flagged & {"Age", "gender", "Phone", "Partner", "Near_Location"}
     assert month.flagged["now"] > month.flagged["then"]  # more short contracts, fewer visits
     assert not month.has_outcomes and months["shifted"]["verdict"] in ("watch", "retrain")
+    # segments from the registered segmentation; it logged no shares, so no mix rule can fire
+    assert month.segments["now"].sum() == pytest.approx(1) and month.segments["then"].isna().all()
+    assert month.segment_mix is None
 
 
 def test_a_changed_relationship_is_retrain_by_the_realised_auc(months):
@@ -120,6 +126,7 @@ def test_the_report_is_self_contained(months):
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
     assert html.count('src="data:image/png;base64,') == 3  # drift, scores, calibration
     assert "Verdict: retrain" in html and "realised_auc_below_expected" in html
+    assert "has no reference shares" in html  # the segmentation was logged before monitoring
 
 
 def test_every_value_in_the_report_is_escaped(store, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
@@ -77,3 +78,19 @@ def test_a_rule_set_off_never_fires(rules):
 def test_a_bad_rule_is_refused_with_its_name(rules, change, message):
     with pytest.raises(GymchurnError, match=message):
         check_rules({**rules, **change})
+
+
+def test_a_moved_segment_mix_is_watch_and_a_steady_one_is_not(rules):
+    from gymchurn.monitoring.month import segment_table
+    from gymchurn.monitoring.reference import segment_reference
+
+    fitted = segment_reference(np.repeat([0, 1, 2], [500, 300, 200]))
+    assert fitted["shares"] == {"0": 0.5, "1": 0.3, "2": 0.2}
+    for counts, fires in (([250, 150, 100], False), ([100, 150, 250], True)):
+        ids = sum(([s] * c for s, c in enumerate(counts)), [])
+        segments = pd.DataFrame({"segment": ids, "segment_name": [f"s{i}" for i in ids]})
+        table, mix = segment_table(segments, fitted, 0.01)
+        assert table["then"].tolist() == [0.5, 0.3, 0.2]
+        f = facts()
+        f.segment_mix = mix
+        assert ("segment_mix_shift" in {x.rule for x in judge(f, rules)[1]}) is fires

@@ -148,6 +148,12 @@ def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrid
             selected = X.eval(version.tags[f"segment_{segment}_filter"]).to_numpy()
             assert (selected == (out["segment"] == segment).to_numpy()).all()
 
+    # Monitoring's segment mix reference travels with it: each segment's share of the customers
+    # it was fitted on.
+    reference = model.unwrap_python_model().settings["reference"]
+    fitted = model.predict(customers.drop(columns="Churn"))["segment"].value_counts(normalize=True)
+    assert {int(k): v for k, v in reference["shares"].items()} == pytest.approx(fitted.to_dict())
+
     # It loads and assigns the same segments where this repository is not importable.
     X = customers.drop(columns="Churn")
     here = model.predict(X)

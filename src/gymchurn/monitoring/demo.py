@@ -30,22 +30,26 @@ def like_training(n: int = MONTH_ROWS, seed: int = 101) -> pd.DataFrame:
     return make_synthetic_customers(n, seed=seed)
 
 
-def shifted(n: int = MONTH_ROWS, seed: int = 102) -> pd.DataFrame:
+def shifted(n: int = MONTH_ROWS, seed: int = 102, strength: float = 1.0) -> pd.DataFrame:
+    """`strength` scales the shift (1: the demo's; benchmarks/monitoring_study.py tries less)."""
     df = make_synthetic_customers(n, seed=seed)
     rng = np.random.default_rng(seed)
-    movers = (df["Contract_period"] > 1) & (rng.random(n) < 0.6)
+    movers = (df["Contract_period"] > 1) & (rng.random(n) < 0.6 * strength)
     df.loc[movers, ["Contract_period", "Month_to_end_contract"]] = 1
-    df["Avg_class_frequency_current_month"] *= 0.7
-    df["Avg_class_frequency_total"] *= 0.85
+    df["Avg_class_frequency_current_month"] *= 1 - 0.3 * strength
+    df["Avg_class_frequency_total"] *= 1 - 0.15 * strength
     return df.drop(columns="Churn")  # before outcomes
 
 
-def changed_relationship(n: int = MONTH_ROWS, seed: int = 103) -> pd.DataFrame:
+def changed_relationship(n: int = MONTH_ROWS, seed: int = 103, strength: float = 1.0) -> pd.DataFrame:
+    """Each customer's outcome follows the new relationship with probability `strength`, the
+    old one (the generator's own draw) otherwise."""
     df = make_synthetic_customers(n, seed=seed)
     rng = np.random.default_rng(seed)
     settled_nearby = (df["Near_Location"] == 1) & (df["Lifetime"] >= 3)
     p = np.where(df["Churn"] == 1, 0.45, 0.08) + np.where(settled_nearby, 0.35, 0.0)
-    df["Churn"] = (rng.random(n) < p).astype(int)
+    new = (rng.random(n) < p).astype(int)
+    df["Churn"] = np.where(rng.random(n) < strength, new, df["Churn"])
     return df
 
 

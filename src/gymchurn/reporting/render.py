@@ -51,9 +51,11 @@ def png_bytes(fig: plt.Figure) -> bytes:
 
 
 def strong_html(text: str) -> markupsafe.Markup:
-    """Escape `text`, then turn its **bold** marks into <strong> (the only markup sentences use)."""
+    """Escape `text`, then turn its **bold** and `code` marks into <strong> and <code> (the only
+    markup sentences use, as in Markdown)."""
     escaped = str(markupsafe.escape(text))
-    return markupsafe.Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped))
+    escaped = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", escaped)
+    return markupsafe.Markup(re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped))
 
 
 def render(sections: list[Section], sources: Mapping, figures: Mapping[str, bytes],
