@@ -207,3 +207,17 @@ def test_the_command_line_prints_one_error_and_exits_non_zero(store, tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "rules.feature_drift.verdict must be one of" in errors[0], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([], "give the month's customers: input="),
+    (["input=/no/such/month.csv"], "input file not found: /no/such/month.csv"),
+    (["input=month.xlsx"], ".xlsx"),
+    (["input=x.csv", "name='///'"], "leaves no usable folder name"),
+])
+def test_options_are_checked_before_anything_is_read(tmp_path, overrides, message):
+    if overrides[:1] == ["input=x.csv"]:
+        (tmp_path / "x.csv").write_text("a\n1\n")
+        overrides = [f"input={tmp_path / 'x.csv'}", *overrides[1:]]
+    with pytest.raises(GymchurnError, match=re.escape(message)):
+        monitor.check_options(compose_config("monitor", overrides))
