@@ -1,8 +1,8 @@
 """Batch scoring: `make predict input=new_customers.csv output=scores.csv` / `python -m gymchurn.predict`.
 
 check options and the measures catalogue's shape -> read the file (gymchurn.data.read_customers)
-while the libraries import -> validate with the training schema -> check the catalogue's
-conditions on the columns -> load the champion -> gymchurn.churn.score (priority rank,
+-> validate with the training schema -> check the catalogue's conditions on the columns -> find
+the version in the registry -> load the champion -> gymchurn.churn.score (priority rank,
 probability, flag, risk band, segment, reasons in words, suggested action) -> write to a temp
 file and rename it, so a failed run leaves no partial output. An existing output is replaced
 only when it is a previous scores file (gymchurn.outputs, checked before any work): anyone
@@ -64,32 +64,31 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
     return source, target
 
 
+def import_model_libraries() -> None:
+    """MLflow, scikit-learn and skops: seconds of imports, needed from the registry on."""
+    import gymchurn.registry  # noqa: F401
+    import gymchurn.segments.model  # noqa: F401
+
+
 def run(cfg: DictConfig, printer=print) -> dict:
     """Score a file of customers; return the output path, model version, counts and timings."""
     started = time.monotonic()
     source, target_path = check_options(cfg)
-    from gymchurn.data import read_customers
+    from gymchurn.churn.actions import check_catalogue, load_catalogue
+    from gymchurn.churn.score import SCORE_COLUMNS, score_customers
+    from gymchurn.data import read_customers, validate_customers, write_table
 
-    # pyarrow reads (GIL released) while this thread imports the heavy libraries (MLflow,
-    # skops with all of scikit-learn, pandera).
+    # pyarrow reads in a thread (GIL released) while this one imports validation's library. A
+    # small file is read by then: a bad one is refused before the model libraries import
+    # (seconds). A large one is still being read: they import meanwhile.
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read_customers, source, list(cfg.data.columns))
-        from gymchurn.churn.actions import check_catalogue, load_catalogue
-        from gymchurn.churn.score import SCORE_COLUMNS, score_customers
-        from gymchurn.data import validate_customers, write_table
-        from gymchurn.registry import (
-            describe_version,
-            find_segmentation_model,
-            load_fitted_pipeline,
-            open_registry,
-            resolve_version,
-        )
-        from gymchurn.segments.model import assign_segments
+        import pandera.pandas  # noqa: F401
 
-        open_registry(cfg.tracking)
-        version = resolve_version(cfg.model_name, alias=cfg.alias, version=cfg.version)
+        if not reading.done():
+            import_model_libraries()
         t = time.monotonic()
-        raw = reading.result()  # the data first: a bad file fails before the model is loaded
+        raw = reading.result()
     timings = {"read": time.monotonic() - t}  # the part not hidden behind the imports
     t = time.monotonic()
     target = cfg.data.target
@@ -104,6 +103,17 @@ def run(cfg: DictConfig, printer=print) -> dict:
     check_catalogue(catalogue, X)  # a bad condition stops here, before the model is loaded
     timings["validate"] = time.monotonic() - t
 
+    # The data first, then the registry: a bad file fails before MLflow opens the store.
+    from gymchurn.registry import (
+        describe_version,
+        find_segmentation_model,
+        load_fitted_pipeline,
+        open_registry,
+        resolve_version,
+    )
+
+    open_registry(cfg.tracking)
+    version = resolve_version(cfg.model_name, alias=cfg.alias, version=cfg.version)
     t = time.monotonic()
     pipeline, threshold = load_fitted_pipeline(cfg.model_name, version.version)
     timings["load_model"] = time.monotonic() - t
@@ -116,6 +126,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
         t = time.monotonic()
         segment_model, segment_note = find_segmentation_model(cfg.segmentation.model_name)
         if segment_model is not None:
+            from gymchurn.segments.model import assign_segments
             segments = assign_segments(segment_model, X.drop(columns=[target], errors="ignore"))
         timings["segments"] = time.monotonic() - t
     labels = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}

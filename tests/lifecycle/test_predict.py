@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import os
 import re
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -259,6 +261,31 @@ def test_bad_input_gets_one_message_no_output_and_no_registry_change(store, tmp_
     assert registry_snapshot(uri) == before
 
 
+REFUSED_BEFORE_IMPORTS = """
+import sys
+from gymchurn.config import compose_config
+from gymchurn.errors import GymchurnError
+from gymchurn.predict import run
+try:
+    run(compose_config("predict", sys.argv[1:]), printer=print)
+except GymchurnError as err:
+    print("refused:", err)
+print("imported:", sorted({"mlflow", "sklearn", "skops"} & set(sys.modules)))
+"""
+
+
+def test_a_bad_file_is_refused_before_the_model_libraries_import(store, tmp_path):
+    """What keeps a refusal quick (seconds of imports saved): checked in a fresh process."""
+    bad = tmp_path / "negative.csv"
+    new_customers(12).assign(Age=-3).to_csv(bad, index=False)
+    done = subprocess.run([sys.executable, "-c", REFUSED_BEFORE_IMPORTS, *store, f"input={bad}",
+                           f"output={tmp_path / 'scores.csv'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "refused: the customer table does not match the schema" in done.stdout
+    assert "imported: []" in done.stdout
+
+
 # ---------------------------------------------------------------- files as people make them, outputs
 
 
@@ -378,7 +405,6 @@ def as_user_without_write_access(args: list[str], cwd):
     """Run a command that may not write to files and folders without write permission: root may,
     whatever the modes, so as root it runs without the capabilities that allow it."""
     import shutil
-    import subprocess
 
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
@@ -390,8 +416,6 @@ def as_user_without_write_access(args: list[str], cwd):
 
 @pytest.mark.slow
 def test_scoring_reads_a_read_only_store_and_promotion_says_it_cannot_write(store, tmp_path):
-    import sys
-
     folder, out = tmp_path / "store", tmp_path / "out"
     db = folder / "mlflow.db"
     out.mkdir()
