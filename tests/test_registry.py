@@ -220,7 +220,7 @@ def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers,
     import mlflow
     from mlflow.models import infer_signature
 
-    from gymchurn.registry import load_fitted_pipeline, save_pipeline
+    from gymchurn.registry import load_fitted_pipeline, pip_requirements, save_pipeline
 
     (tmp_path / "served.py").write_text(OLD_WRAPPER)
     pipe, X = fitted("logreg", customers, features="raw")
@@ -236,6 +236,9 @@ def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers,
             artifacts={"pipeline": str(tmp_path / "pipeline.skops")},
             model_config={"threshold": 0.5, "feature_columns": list(X.columns),
                           "skops_trusted_types": trusted},
+            # Listed, as gymchurn always has: MLflow would otherwise infer them by loading the
+            # model in a child process (seconds).
+            pip_requirements=pip_requirements(pipe),
             signature=infer_signature(example, output))
     mlflow.register_model(info.model_uri, "old")
     model = mlflow.pyfunc.load_model("models:/old/1")
