@@ -42,7 +42,7 @@ def parent_and_children(client: MlflowClient, experiment_name: str):
 
 
 @pytest.mark.slow
-def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides):
+def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides, new_mlflow_db):
     overrides = [*store_overrides, "tune=fast", "tune.timeout=900", "tune.n_trials=2", "tune.folds=2",
                  "evaluation.repeated_cv_repeats=2", "evaluation.permutation_repeats=1"]
     done = run_entrypoint(*overrides)
