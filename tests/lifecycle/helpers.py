@@ -153,6 +153,11 @@ def free_port() -> int:
 
 STARTUP_TIMEOUT = 180  # seconds; a loaded 2-core machine starts servers slowly
 
+# `mlflow server` (MLflow 3) also starts a job runner and seven Huey consumer processes for its
+# GenAI jobs, each importing MLflow and then polling: a core's worth of CPU while the server
+# runs. gymchurn runs no such jobs, so the test servers start without them.
+WITHOUT_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 
 @contextmanager
 def running(command: list[str], port: int, log: Path, env: dict | None = None,

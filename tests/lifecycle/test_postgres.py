@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from gymchurn import experiment
 from gymchurn.config import compose_config
 from tests.churn.test_experiment import parent_and_children
+from tests.lifecycle.helpers import WITHOUT_SERVER_JOBS
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 pytestmark = [
@@ -95,6 +96,7 @@ def tracking_server(tmp_path, postgres):
          "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+        env={**os.environ, **WITHOUT_SERVER_JOBS},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -22,6 +22,7 @@ from gymchurn.data import SCHEMA_ORDER
 from gymchurn.predict import run as run_predict
 from tests.lifecycle.helpers import (
     CLASSIFIER,
+    WITHOUT_SERVER_JOBS,
     aliases,
     check_concurrent_runs,
     free_port,
@@ -114,7 +115,7 @@ def test_tracking_server_shows_runs_and_the_champion_and_takes_promotions_at_onc
     server = [str(BIN / "mlflow"), "server", "--backend-store-uri", store[-1].split("=", 1)[1],
               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
               "--port", str(port), "--workers", "2"]  # 2: the promotions below reach both
-    with running(server, port, tmp_path / "ui.log") as url:
+    with running(server, port, tmp_path / "ui.log", {**os.environ, **WITHOUT_SERVER_JOBS}) as url:
         api = f"{url}/api/2.0/mlflow"
         experiment = request("GET", f"{api}/experiments/get-by-name",
                              params={"experiment_name": "gym-churn"}).json()
