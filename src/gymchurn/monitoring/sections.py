@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from gymchurn.monitoring.month import MonthResult
-from gymchurn.monitoring.verdict import RULES
+from gymchurn.monitoring.verdict import OUTCOME_RULES, RULES
 from gymchurn.reporting.blocks import Section, frame_of, pct
 
 ADVICE = {
@@ -146,13 +146,11 @@ def performance_section(r: MonthResult, capacity: float, level: float) -> Sectio
 def rules_section(r: MonthResult, rules: Mapping[str, Mapping]) -> Section:
     s = Section("rules", "The rules (conf/monitor.yaml)", appendix=True)
     fired = {f.rule for f in r.findings}
-    outcome_rules = {"realised_auc_below_expected", "capture_below_expected",
-                     "recall_below_expected", "leavers_off_prediction"}
     rows = []
     for name, rule in rules.items():
         thresholds = ", ".join(f"{k} {rule[k]}" for k in RULES[name][1])
         state = ("off" if rule["verdict"] == "off" else "fired" if name in fired else
-                 "needs outcomes" if name in outcome_rules and not r.has_outcomes else "did not fire")
+                 "needs outcomes" if name in OUTCOME_RULES and not r.has_outcomes else "did not fire")
         rows.append({"rule": name, "verdict when it fires": rule["verdict"],
                      "thresholds": thresholds or "–", "this month": state})
     s.table("The verdict is the most severe verdict of the rules that fired; ok when none did.",

@@ -132,6 +132,11 @@ RULES: dict[str, tuple[Callable[[Facts, Mapping], str | None], tuple[str, ...]]]
 }
 
 
+# The rules that read the month's outcomes: they cannot fire on a month without Churn.
+OUTCOME_RULES = {"realised_auc_below_expected", "capture_below_expected", "recall_below_expected",
+                 "leavers_off_prediction"}
+
+
 def check_rules(rules: Mapping[str, Mapping]) -> None:
     """Refuse, before any work, a rule the code does not know, a verdict that is not one, or a
     missing or non-numeric threshold."""
