@@ -4,6 +4,7 @@ would give it (see tests/lifecycle/helpers.py for the registered versions)."""
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 import subprocess
@@ -36,11 +37,18 @@ def store(tmp_path_factory, tmp_path):
     return store_with_champion(tmp_path_factory, tmp_path / "store")
 
 
+@functools.cache
+def predict_data():
+    """The data settings of the predict config: composed once (a tenth of a second each time),
+    not for every reason checked."""
+    return compose_config("predict").data
+
+
 def worded(column: str, value: float) -> str:
     """A reason as the reasons in words show it: the plain name (conf/data/gym.yaml labels; for
     a negative value the negative label, if any, with the value's size) and the value, whole
     numbers as such, from 10 on rounded to a whole number, else two significant digits."""
-    data = compose_config("predict").data
+    data = predict_data()
     name = data.labels[column]
     if value < 0 and column in data.negative_labels:
         name, value = data.negative_labels[column], -value
