@@ -89,7 +89,7 @@ def test_a_moved_segment_mix_is_watch_and_a_steady_one_is_not(rules):
     for counts, fires in (([250, 150, 100], False), ([100, 150, 250], True)):
         ids = sum(([s] * c for s, c in enumerate(counts)), [])
         segments = pd.DataFrame({"segment": ids, "segment_name": [f"s{i}" for i in ids]})
-        table, mix = segment_table(segments, fitted, 0.01)
+        table, mix = segment_table(segments, fitted)
         assert table["then"].tolist() == [0.5, 0.3, 0.2]
         f = facts()
         f.segment_mix = mix

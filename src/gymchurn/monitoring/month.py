@@ -80,8 +80,8 @@ def band_table(probability: np.ndarray, reference: np.ndarray, labels: list[str]
     return pd.DataFrame({"band": labels, "then": shares(reference), "now": shares(probability)})
 
 
-def segment_table(segments: pd.DataFrame | None, reference: Mapping | None,
-                  alpha: float) -> tuple[pd.DataFrame | None, dict | None]:
+def segment_table(segments: pd.DataFrame | None,
+                  reference: Mapping | None) -> tuple[pd.DataFrame | None, dict | None]:
     """Each segment's share now and in the data the segmentation was fitted on; the mix's PSI
     and chi-square p-value when the segmentation logged its shares."""
     if segments is None:
@@ -128,7 +128,7 @@ def judge_month(name: str, pipeline, reference: Mapping, X: pd.DataFrame,
                "now": float((probability >= threshold).mean())}
     labels, cuts = band_cuts(risk_bands, threshold)
     bands = band_table(probability, holdout_p, labels, cuts)
-    seg_table, mix = segment_table(segments, segment_reference, limits.alpha)
+    seg_table, mix = segment_table(segments, segment_reference)
     expected, sd = expected_leavers(probability)
     leavers = {"expected": expected, "sd": sd, "observed": None}
 
