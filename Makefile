@@ -117,8 +117,10 @@ serve: $(STAMP) ## REST scoring of gym-churn-classifier@champion at http://127.0
 dashboard: $(STAMP) ## optuna-dashboard on the studies' storage at http://127.0.0.1:8080: args="port=8090"
 	@$(RUN) gymchurn.dashboard
 
-ui: $(STAMP) ## MLflow UI on the project's store at http://127.0.0.1:5000
-	$(BIN)/mlflow server --backend-store-uri $(call quote,$(STORE)) \
+# MLflow 3's server also starts a job runner with seven consumer processes for its GenAI jobs
+# (about a core while it runs); gymchurn has no such jobs, so the UI runs without them.
+ui: $(STAMP) ## MLflow UI on the project's store (or STORE=sqlite:///other.db) at http://127.0.0.1:5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri $(call quote,$(STORE)) \
 		--artifacts-destination $(call quote,$(CURDIR)/mlruns/artifacts) \
 		--host $(call quote,$(value HOST)) --port $(call quote,$(value PORT))
 

@@ -146,7 +146,8 @@ def test_ui_and_serve_pass_host_and_port_as_single_words(tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
     script = fake / "mlflow"  # records its arguments, one per line
-    script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/args.txt\n")
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path}/args.txt\n"
+                      f"echo \"$MLFLOW_SERVER_ENABLE_JOB_EXECUTION\" > {tmp_path}/jobs.txt\n")
     script.chmod(0o755)
     port = f"1; touch {tmp_path / 'pwned'}"
     host = "a'b $(touch x)"
@@ -154,6 +155,8 @@ def test_ui_and_serve_pass_host_and_port_as_single_words(tmp_path):
     assert done.returncode == 0, done.stderr
     args = (tmp_path / "args.txt").read_text().splitlines()
     assert args[args.index("--port") + 1] == port and args[args.index("--host") + 1] == host
+    # the UI starts without MLflow's GenAI job runner (seven idle consumers, about a core)
+    assert (tmp_path / "jobs.txt").read_text().strip() == "false"
     done = make("serve", f"BIN={fake}", f"SERVE_PORT={port}")
     assert done.returncode == 0, done.stderr
     args = (tmp_path / "args.txt").read_text().splitlines()
