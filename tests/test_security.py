@@ -134,6 +134,53 @@ def test_ui_hint_links_without_the_password():
     mlflow.set_tracking_uri(f"http://alice:{SECRET}@tracking.example:5000/")
     lines = ui_hint("3", "abc")
     assert lines == ["open:   http://tracking.example:5000/#/experiments/3/runs/abc"]
+    # a database store: the password masked in the `make ui STORE=...` hint too
+    mlflow.set_tracking_uri(f"postgresql://alice:{SECRET}@db.example/mlflow")
+    lines = ui_hint("3", "abc")
+    assert SECRET not in "".join(lines)
+    assert "make ui 'STORE=postgresql://alice:***@db.example/mlflow'" in lines[0]
+    mlflow.set_tracking_uri(f"sqlite:///{PROJECT_ROOT}/mlruns/mlflow.db")
+    assert ui_hint("3", "abc")[0].startswith("open:   make ui   (")
+    mlflow.set_tracking_uri("sqlite:////tmp/demo/mlflow.db")  # another store is named
+    assert ui_hint("3", "abc")[0].startswith("open:   make ui STORE=sqlite:////tmp/demo/mlflow.db ")
+
+
+def test_a_database_uri_that_names_its_driver_is_a_tracking_store():
+    from gymchurn.tracking import setup_experiment
+
+    uri = f"postgresql+psycopg://alice:{SECRET}@127.0.0.1:{free_port()}/mlflow"
+    with pytest.raises(GymchurnError) as info:  # taken as a store, then probed: nothing answers
+        setup_experiment({"uri": uri, "experiment": "e"})
+    message = str(info.value)
+    assert message.startswith("no MLflow tracking server or database answers at "
+                              "postgresql+psycopg://alice:***@127.0.0.1:")
+    assert SECRET not in message
+
+
+def fail_with_a_password_in_the_message():
+    """A tuning worker's trial-logging recipe that fails the way a store with a password can."""
+    raise RuntimeError(f"cannot log to postgresql://alice:{SECRET}@db.example/mlflow")
+
+
+def test_a_tuning_workers_traceback_is_masked(store_overrides, capfd):
+    import multiprocessing
+
+    from omegaconf import OmegaConf
+
+    from gymchurn.churn.fit import TuningJob, run_tuning_worker
+    from gymchurn.data import make_synthetic_customers
+
+    cfg = compose_config(overrides=[o for o in store_overrides if not o.startswith("hydra.")])
+    customers = make_synthetic_customers(100, seed=3)
+    job = TuningJob(OmegaConf.to_container(cfg, resolve=True), customers.drop(columns="Churn"),
+                    customers["Churn"], "masked-worker", fail_with_a_password_in_the_message)
+    worker = multiprocessing.get_context("spawn").Process(target=run_tuning_worker, args=(job, 1))
+    worker.start()
+    worker.join(timeout=180)
+    assert worker.exitcode == 1  # a traceback, not a user error
+    stderr = capfd.readouterr().err
+    assert "RuntimeError: cannot log to postgresql://alice:***@db.example/mlflow" in stderr
+    assert SECRET not in stderr
 
 
 def test_log_records_are_masked_once_whatever_logs_them():

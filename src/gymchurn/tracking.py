@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shlex
 import subprocess
 import tempfile
 import time
@@ -97,7 +98,9 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
     quiet_libraries()  # importing mlflow resets its loggers to INFO
     uri = str(tracking_cfg["uri"])
     db = sqlite_path(uri)
-    if db is None and urlparse(uri).scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
+    # A database URI may name its driver (postgresql+psycopg://): MLflow takes either form.
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if db is None and scheme not in ("http", "https", "postgresql", "mysql", "databricks"):
         raise GymchurnError(
             f"tracking.uri '{mask_credentials(uri)}' is not a tracking store MLflow can use here. "
             "Use sqlite:///path/mlflow.db or http://host:port of an MLflow server."
@@ -347,8 +350,15 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
         host, slash, path = rest.partition("/")
         link = mask_credentials(f"{scheme}://{host.rpartition('@')[2]}{slash}{path}")
         return [f"open:   {link.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"]
+    # `make ui` serves the project's store; another store (the demo's, a test's) is named.
+    if sqlite_path(uri) == PROJECT_ROOT / "mlruns" / "mlflow.db":
+        command = "make ui"
+    else:
+        command = f"make ui {shlex.quote('STORE=' + mask_credentials(uri))}"
+        if command != f"make ui {shlex.quote('STORE=' + uri)}":
+            command += "   (your password in place of ***)"
     return [
-        "open:   make ui   (MLflow UI on this store), then",
+        f"open:   {command}   (MLflow UI on this store), then",
         f"        http://127.0.0.1:{UI_PORT}/#/experiments/{experiment_id}/runs/{run_id}",
     ]
 

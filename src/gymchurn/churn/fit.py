@@ -33,6 +33,7 @@ from gymchurn.data import feature_columns, split_holdout, table_digest
 from gymchurn.errors import (
     HELD_SIGNALS,
     GymchurnError,
+    exit_on_user_error,
     install_interrupt_handlers,
     interruption_point,
     signals_held,
@@ -195,6 +196,7 @@ class TuningJob:
         run_trials(study, objective, int(cfg.tune.n_trials), cfg.tune.timeout, callbacks)
 
 
+@exit_on_user_error  # its errors printed as the parent's are: one line, or a masked traceback
 def run_tuning_worker(job: TuningJob, worker: int) -> None:
     """Entry of an extra worker process (spawned): same study, its own sampler seed."""
     from gymchurn.tracking import quiet_libraries
