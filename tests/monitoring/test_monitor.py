@@ -221,3 +221,17 @@ def test_options_are_checked_before_anything_is_read(tmp_path, overrides, messag
         overrides = [f"input={tmp_path / 'x.csv'}", *overrides[1:]]
     with pytest.raises(GymchurnError, match=re.escape(message)):
         monitor.check_options(compose_config("monitor", overrides))
+
+
+def test_the_demo_rewrites_only_its_own_generated_months(tmp_path):
+    written = demo.write_demo(tmp_path)
+    assert sorted(p.name for p in written) == ["changed-relationship.csv", "history.csv",
+                                               "like-training.csv", "shifted.csv"]
+    assert demo.write_demo(tmp_path) == written  # the same seeds: its own files, rewritten
+    (tmp_path / "shifted.csv").write_text("Churn\n1\n")  # someone's own file of that name
+    before = {p: p.stat().st_mtime_ns for p in written}
+    refused = r"shifted\.csv: not the months the demo generates, so nothing was written"
+    with pytest.raises(GymchurnError, match=refused):
+        demo.write_demo(tmp_path)
+    assert (tmp_path / "shifted.csv").read_text() == "Churn\n1\n"
+    assert {p: p.stat().st_mtime_ns for p in written} == before

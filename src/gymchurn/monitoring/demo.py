@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.data import make_synthetic_customers
+from gymchurn.errors import GymchurnError, exit_on_user_error
+from gymchurn.outputs import write_text
 
 HISTORY_ROWS, MONTH_ROWS = 4000, 4000
 
@@ -58,20 +60,33 @@ MONTHS = {"like-training": like_training, "shifted": shifted,
 
 
 def write_demo(folder: Path) -> list[Path]:
-    """history.csv (to train the demo model on) and one CSV per demo month, in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """history.csv (to train the demo model on) and one CSV per demo month, in `folder`.
+
+    The tables are drawn from fixed seeds, so a file already there is this demo's own exactly
+    when its bytes are the ones about to be written; any other file of those names is left as
+    it is, and nothing is written."""
     tables = {"history": make_synthetic_customers(HISTORY_ROWS, seed=100),
               **{name: make() for name, make in MONTHS.items()}}
-    paths = []
-    for name, table in tables.items():
-        path = folder / f"{name}.csv"
-        table.to_csv(path, index=False)
-        paths.append(path)
-    return paths
+    texts = {folder / f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
+    foreign = [p for p, text in texts.items()
+               if p.exists() and (not p.is_file() or p.read_bytes() != text.encode())]
+    if foreign:
+        raise GymchurnError(
+            f"{', '.join(map(str, foreign))}: not the months the demo generates, so nothing was "
+            "written. Move them away, or give the demo another folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in texts.items():
+        write_text(path, text)
+    return list(texts)
+
+
+@exit_on_user_error
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise GymchurnError("usage: python -m gymchurn.monitoring.demo FOLDER")
+    for written in write_demo(Path(argv[0])):
+        print(f"wrote {written}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m gymchurn.monitoring.demo FOLDER")
-    for written in write_demo(Path(sys.argv[1])):
-        print(f"wrote {written}")
+    main(sys.argv[1:])
