@@ -9,12 +9,16 @@ from omegaconf import OmegaConf
 
 from gymchurn.config import compose_config
 from gymchurn.errors import GymchurnError
+from gymchurn.monitoring.drift import DriftThresholds
 from gymchurn.monitoring.verdict import Facts, check_rules, judge
+
+MONITOR = compose_config("monitor", ["input=x.csv"])
+LIMITS = DriftThresholds.from_config(MONITOR.drift)
 
 
 @pytest.fixture(scope="module")
 def rules():
-    return OmegaConf.to_container(compose_config("monitor", ["input=x.csv"]).rules)
+    return OmegaConf.to_container(MONITOR.rules)
 
 
 def features(**status) -> pd.DataFrame:
@@ -27,7 +31,7 @@ def features(**status) -> pd.DataFrame:
 
 def facts(performance=None, observed=None, **status) -> Facts:
     return Facts(1000, features(**status), {"status": "ok", "psi": 0.01, "then": 0.2, "now": 0.2},
-                 250.0, 13.0, performance, observed)
+                 250.0, 13.0, LIMITS, performance, observed)
 
 
 def performance(auc: float) -> pd.DataFrame:
@@ -94,3 +98,14 @@ def test_a_moved_segment_mix_is_watch_and_a_steady_one_is_not(rules):
         f = facts()
         f.segment_mix = mix
         assert ("segment_mix_shift" in {x.rule for x in judge(f, rules)[1]}) is fires
+
+
+def test_values_training_never_saw_are_watch_from_the_configured_share(rules):
+    f = facts()
+    watch = LIMITS.out_of_range_watch
+    f.features.loc[f.features["feature"] == "Age", "out_of_range"] = watch / 2
+    assert judge(f, rules) == ("ok", [])
+    f.features.loc[f.features["feature"] == "Age", "out_of_range"] = watch
+    verdict, findings = judge(f, rules)
+    assert verdict == "watch" and [x.rule for x in findings] == ["out_of_range"]
+    assert findings[0].reason == f"values training never saw: Age {watch:.1%}"

@@ -142,8 +142,8 @@ def judge_month(name: str, pipeline, reference: Mapping, X: pd.DataFrame,
                                            int(settings["seed"]), float(boot["level"]))
         calibration = calibration_by_decile(probability, y, int(settings["calibration_deciles"]))
 
-    facts = Facts(len(X), features, scores, expected, sd, performance, leavers["observed"],
-                  mix, limits.alpha, limits.out_of_range_watch)
+    facts = Facts(len(X), features, scores, expected, sd, limits, performance, leavers["observed"],
+                  mix)
     verdict, findings = judge(facts, settings["rules"])
     result = MonthResult(name, len(X), verdict, findings, features, scores, flagged, bands,
                          seg_table, mix, leavers, performance, calibration, probability)

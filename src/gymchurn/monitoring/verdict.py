@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from gymchurn.errors import GymchurnError
+from gymchurn.monitoring.drift import DriftThresholds
 
 VERDICTS = ("ok", "watch", "retrain")
 RULE_VERDICTS = ("watch", "retrain", "off")
@@ -30,11 +31,10 @@ class Facts:
     scores: dict                         # drift.score_drift of the churn probabilities
     expected_leavers: float
     expected_leavers_sd: float
+    limits: DriftThresholds              # conf/monitor.yaml drift: (alpha, out_of_range_watch)
     performance: pd.DataFrame | None = None   # performance.realised_performance, with outcomes
     observed_leavers: int | None = None
     segment_mix: dict | None = None      # {"psi", "p_value"} when the segmentation has a reference
-    alpha: float = 0.01                  # conf/monitor.yaml drift.alpha
-    out_of_range_watch: float = 0.01     # drift.out_of_range_watch
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _score_drift(f: Facts, rule: Mapping) -> str | None:
 
 
 def _out_of_range(f: Facts, rule: Mapping) -> str | None:
-    outside = f.features[f.features["out_of_range"] >= f.out_of_range_watch]
+    outside = f.features[f.features["out_of_range"] >= f.limits.out_of_range_watch]
     if outside.empty:
         return None
     return ("values training never saw: " + ", ".join(
@@ -113,7 +113,7 @@ def _out_of_range(f: Facts, rule: Mapping) -> str | None:
 
 def _segment_mix(f: Facts, rule: Mapping) -> str | None:
     mix = f.segment_mix
-    if not mix or mix["psi"] < float(rule["psi"]) or mix["p_value"] >= f.alpha:
+    if not mix or mix["psi"] < float(rule["psi"]) or mix["p_value"] >= f.limits.alpha:
         return None
     return f"the segment mix moved (PSI {mix['psi']:.2f})"
 
