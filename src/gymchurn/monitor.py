@@ -13,7 +13,6 @@ one-screen verdict. The output folder must be new, empty or a previous monitorin
 from __future__ import annotations
 
 import re
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,15 +111,10 @@ def run(cfg: DictConfig, printer=print) -> dict:
         from gymchurn.data import table_digest, validate_customers
         from gymchurn.monitoring.month import judge_month
         from gymchurn.monitoring.sections import build_sections
-        from gymchurn.outputs import (
-            MONITORING_MARKER,
-            MONITORING_MARKER_TEXT,
-            check_monitoring_folder,
-            new_beside,
-        )
+        from gymchurn.outputs import MONITORING_MARKER, MONITORING_MARKER_TEXT, check_monitoring_folder
         from gymchurn.redact import mask_credentials
         from gymchurn.registry import describe_version, open_registry, version_model_id
-        from gymchurn.reporting.render import replace_folder, write_report
+        from gymchurn.reporting.render import publish, write_report
         from gymchurn.tracking import RunRecord, record, tracked_run
 
         open_registry(cfg.tracking, writable=True)  # the check is recorded as a run
@@ -147,12 +141,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     sources = {"name": name, "note": cfg.note, "n_customers": len(X), "verdict": result.verdict,
                "input": mask_credentials(str(source)), "data_digest": digest, "model": model_label}
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = new_beside(target, "new", folder=True)
-    try:
-        write_report(sections, sources, staging, template="monitoring",
-                     marker=(MONITORING_MARKER, MONITORING_MARKER_TEXT))
-        check_monitoring_folder(target)  # again, before the run says the report was written
+    def log(staging: Path):
         tags = {"run_type": "monitoring", "verdict": result.verdict,
                 "rules_fired": ",".join(f.rule for f in result.findings) or "none",
                 "model_name": cfg.model_name, "model_version": str(version.version),
@@ -166,10 +155,11 @@ def run(cfg: DictConfig, printer=print) -> dict:
                         "bootstrap_replicates": cfg.bootstrap.replicates, "seed": cfg.seed},
                 metrics=result.metrics(), texts={"config.yaml": OmegaConf.to_yaml(cfg, resolve=True)},
                 folders={"report": staging}, model_id=version_model_id(version)))
-        replace_folder(staging, target, check_monitoring_folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        return run
+
+    marker = (MONITORING_MARKER, MONITORING_MARKER_TEXT)
+    run = publish(target, check_monitoring_folder, lambda staging: write_report(
+        sections, sources, staging, template="monitoring", marker=marker), log)
     summary = {"verdict": result.verdict, "findings": result.findings, "result": result,
                "folder": target, "run_id": run.run_id, "experiment_id": run.experiment_id,
                "experiment": cfg.record_experiment, "model": model_label, "name": name,

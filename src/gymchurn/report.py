@@ -10,7 +10,6 @@ any work, gymchurn.outputs): any other folder is refused, never replaced.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from gymchurn.errors import exit_on_user_error
 
 
 def run(cfg: DictConfig, printer=print) -> dict:
-    from gymchurn.outputs import check_report_folder, new_beside
+    from gymchurn.outputs import check_report_folder
 
     started = time.monotonic()
     # Before any work (and the seconds of imports): the folder is replaced as a whole, so it
@@ -29,17 +28,14 @@ def run(cfg: DictConfig, printer=print) -> dict:
     target = check_report_folder(Path(resolve_path(cfg.output_dir)))
     from gymchurn.registry import open_registry
     from gymchurn.reporting.build import build_sections, check_scenarios
-    from gymchurn.reporting.render import headline_metrics, replace_folder, write_report
+    from gymchurn.reporting.render import headline_metrics, publish, write_report
     from gymchurn.tracking import RunRecord, record, tracked_run
 
     check_scenarios(cfg)  # a bad what-if is refused before any work
     open_registry(cfg.tracking, writable=True)  # the report is recorded as a run
     sections, sources = build_sections(cfg, printer)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = new_beside(target, "new", folder=True)  # ordinary permissions (umask)
-    try:
-        write_report(sections, sources, staging)
-        check_report_folder(target)  # again, before the run says the report was written
+
+    def log(staging: Path):
         tags = {"run_type": "report", "classifier_version": str(sources["classifier_version"]),
                 "segmentation_version": str(sources["segmentation_version"]),
                 "data_digest": sources["data_digest"]}
@@ -48,10 +44,10 @@ def run(cfg: DictConfig, printer=print) -> dict:
             record(RunRecord(params={"classifier": sources["classifier"],
                                      "segmentation": sources["segmentation"]},
                              metrics=headline_metrics(sections), folders={"report": staging}))
-        replace_folder(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        return run
+
+    run = publish(target, check_report_folder,
+                  lambda staging: write_report(sections, sources, staging), log)
     result = {"run_id": run.run_id, "experiment_id": run.experiment_id, "folder": target,
               "experiment": cfg.record_experiment,
               "seconds": time.monotonic() - started, "sections": sections, "sources": sources}

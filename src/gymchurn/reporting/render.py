@@ -9,9 +9,10 @@ import io
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import jinja2
 import markupsafe
@@ -20,6 +21,8 @@ import numpy as np
 from gymchurn.plots import plt
 from gymchurn.reporting.blocks import Figure, Section, Table, Text
 from gymchurn.tables import markdown_table
+
+T = TypeVar("T")
 
 
 def markdown_safe(value) -> str:
@@ -113,6 +116,27 @@ def write_report(sections: list[Section], sources: Mapping, folder: Path, templa
     html, md = render(sections, sources, figures, template)
     (folder / "report.html").write_text(html, encoding="utf-8")
     (folder / "report.md").write_text(md, encoding="utf-8")
+
+
+def publish(target: Path, check: Callable[[Path], Path], write: Callable[[Path], None],
+            log: Callable[[Path], T]) -> T:
+    """A report folder, all or nothing: `write(staging)` into a new folder beside `target`,
+    `check(target)` again (it is replaced next), `log(staging)` (the run recording it, returned),
+    then the staging folder put in `target`'s place by renames. A failure anywhere leaves
+    `target` as it was and no staging folder behind."""
+    from gymchurn.outputs import new_beside
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = new_beside(target, "new", folder=True)  # ordinary permissions (umask)
+    try:
+        write(staging)
+        check(target)  # again, before the run says the report was written
+        logged = log(staging)
+        replace_folder(staging, target, check)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return logged
 
 
 def replace_folder(new: Path, target: Path, check=None) -> None:
