@@ -123,6 +123,10 @@ def test_entrypoint_tunes_describes_tracks_and_registers(tmp_path, store_overrid
             "trials.csv", "selection.csv", "segments.csv"} <= artifacts
     assert {f"plots/{p}.png" for p in ("segment_map", "silhouette", "feature_profile",
                                        "dendrogram", "pareto_front")} <= plots
+    # The portraits' table of means is headed in words (conf/data labels), not column names.
+    portraits_md = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/portraits.md")
+    header = next(line for line in portraits_md.splitlines() if line.startswith("| segment |"))
+    assert "| months as a member |" in header and "Lifetime" not in header
 
     version = client.get_model_version_by_alias("gym-churn-segmentation", "challenger")
     assert version.run_id == parent.info.run_id

@@ -396,6 +396,7 @@ def fit(p: SegmentationPlan, callbacks=(), printer=print, study=None) -> Segment
                                          index=X.index).rename_axis("row").reset_index(),
         }
         note = timeout_note(study, int(cfg.tune.n_trials), cfg.tune.timeout)
+        texts = {"portraits.md": portraits_markdown(portraits, dict(cfg.data.get("labels") or {}))}
     return SegmentationResult(p, pipeline, labels, subset, params, best.number, metrics, names,
-                              rules, portraits, ranked, selection, figures, tables,
-                              {"portraits.md": portraits_markdown(portraits)}, tuning_seconds, note)
+                              rules, portraits, ranked, selection, figures, tables, texts,
+                              tuning_seconds, note)

@@ -162,9 +162,10 @@ def portrait_table(customers: pd.DataFrame, labels, churn, names: Mapping[int, s
 
 
 
-def portraits_markdown(portraits: pd.DataFrame) -> str:
+def portraits_markdown(portraits: pd.DataFrame, labels: Mapping[str, str] | None = None) -> str:
     """The portraits as Markdown, lowest churn first (for the run and the study): per segment
-    its rule, filter, portrait paragraph and suggested measure, then the table of means."""
+    its rule, filter, portrait paragraph and suggested measure, then the table of means, each
+    column headed by its label in words (conf/data `labels`) when it has one."""
     table = portraits.sort_values("churn_rate")
     parts = []
     if "rule" in table.columns:
@@ -186,5 +187,5 @@ def portraits_markdown(portraits: pd.DataFrame) -> str:
     for column in ("share", "churn_rate"):
         shown[column] = [f"{100 * v:.1f} %" for v in shown[column]]
     shown.columns = ["segment", "name", "size", "share", "churn", "sets it apart (std. diff.)",
-                     *means]
+                     *[(labels or {}).get(c, c) for c in means]]
     return "\n".join(parts) + "\n" + markdown_table(shown, floats=".2f") + "\n"
