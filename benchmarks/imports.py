@@ -41,6 +41,11 @@ COMMANDS = {
     "report": (["gymchurn.report", "gymchurn.reporting.build", "gymchurn.reporting.render",
                 "gymchurn.registry", "gymchurn.tracking"],
                ["pandera.pandas", "lightgbm", "mlflow.pyfunc", "shap"]),
+    "monitor": (["gymchurn.monitor", "gymchurn.data", "gymchurn.monitoring.month",
+                 "gymchurn.monitoring.sections", "gymchurn.monitoring.figures", "gymchurn.outputs",
+                 "gymchurn.registry", "gymchurn.reporting.render", "gymchurn.tracking",
+                 "gymchurn.segments.model"],
+                ["pandera.pandas", "lightgbm", "mlflow.pyfunc", "scipy.stats"]),
 }
 # Top-level packages that count as "third-party libraries a command needs" when they appear.
 LIBRARIES = ["hydra", "omegaconf", "numpy", "pandas", "pyarrow", "pandera", "sklearn", "scipy",
