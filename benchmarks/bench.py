@@ -35,6 +35,7 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
+import imports  # benchmarks/imports.py, beside this script (its folder is on sys.path)
 import matplotlib.pyplot as plt
 import numpy as np
 import optuna
@@ -733,8 +734,6 @@ def conclusions(m: dict) -> list[str]:
 
 
 def import_times(measured: dict) -> list[str]:
-    import imports  # benchmarks/imports.py: the script's folder is on sys.path
-
     if not measured["commands"]:
         return ["Not measured in this run (a --quick run measures no command: each costs seconds "
                 "per timing); `make bench` or `python benchmarks/imports.py` measures them."]
@@ -773,8 +772,9 @@ def main() -> Path:
                         help="run sections 1-2 on this many synthetic customers, not the real table")
     parser.add_argument("--import-runs", type=int, default=7,
                         help="fresh interpreters per import timing (median)")
-    parser.add_argument("--import-commands", default="experiment,segment,promote,predict,report",
-                        help="commands whose start-up is measured (--quick: none; each costs seconds "
+    parser.add_argument("--import-commands", default=",".join(imports.COMMANDS),
+                        help="commands whose start-up is measured, comma-separated (default: every "
+                             "command of benchmarks/imports.py; --quick: none; each costs seconds "
                              "per run, and benchmarks/imports.py has its own test)")
     parser.add_argument("--output", default="experiments/benchmarks.md")
     args = parser.parse_args()
@@ -782,6 +782,10 @@ def main() -> Path:
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
+    unknown = [c for c in args.import_commands.split(",") if c and c not in imports.COMMANDS]
+    if unknown:
+        parser.error(f"--import-commands: {', '.join(unknown)} unknown; benchmarks/imports.py "
+                     f"has {', '.join(imports.COMMANDS)}")
     command = " ".join(["python benchmarks/bench.py", *sys.argv[1:]]) if sys.argv[1:] else "make bench"
 
     quiet_libraries()
@@ -803,8 +807,6 @@ def main() -> Path:
         m["workers"] = tuning_throughput(work, overrides, args.worker_trials)
         m["training"] = training_scale(sizes(args.fit_rows))
         m["scoring"] = scoring_scale(work, sizes(args.predict_rows))
-        import imports  # benchmarks/imports.py: the script's folder is on sys.path
-
         say("5/6 start-up: import times of each command ...")
         wanted = [c for c in args.import_commands.split(",") if c]
         m["imports"] = {"load": load_average(), "runs": args.import_runs,

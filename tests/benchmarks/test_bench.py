@@ -27,7 +27,7 @@ def section(text: str, heading: str) -> str:
 @pytest.fixture
 def bench(monkeypatch):
     """benchmarks/bench.py imported as when it runs as a script: its folder first on sys.path
-    (it imports benchmarks/imports.py when it gets there)."""
+    (it imports benchmarks/imports.py from there)."""
     monkeypatch.syspath_prepend(str(BENCH.parent))
     import bench
 
@@ -112,3 +112,17 @@ def test_a_foreign_output_is_refused_before_any_work(bench, tmp_path, monkeypatc
     assert output.read_text() == "# My notes\n\nnot a benchmark record\n"
     with pytest.raises(GymchurnError, match="is an existing folder, not a file"):
         bench.check_output(tmp_path)
+
+
+def test_an_unknown_import_command_is_refused_before_any_work(
+        bench, tmp_path, monkeypatch, capsys):
+    import imports
+
+    assert "monitor" in imports.COMMANDS
+    output = tmp_path / "benchmarks.md"
+    monkeypatch.setattr(sys, "argv", [str(BENCH), "--import-commands", "predict,nope",
+                                      "--output", str(output)])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 2 and not output.exists()
+    assert f"nope unknown; benchmarks/imports.py has {', '.join(imports.COMMANDS)}" in capsys.readouterr().err
