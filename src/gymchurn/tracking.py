@@ -351,7 +351,8 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
         link = mask_credentials(f"{scheme}://{host.rpartition('@')[2]}{slash}{path}")
         return [f"open:   {link.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"]
     # `make ui` serves the project's store; another store (the demo's, a test's) is named.
-    if sqlite_path(uri) == PROJECT_ROOT / "mlruns" / "mlflow.db":
+    db = sqlite_path(uri)
+    if db is not None and db.resolve() == (PROJECT_ROOT / "mlruns" / "mlflow.db").resolve():
         command = "make ui"
     else:
         command = f"make ui {shlex.quote('STORE=' + mask_credentials(uri))}"
