@@ -89,9 +89,9 @@ def test_the_quick_check_never_passes_what_the_full_validation_refuses(rules, cu
     assert 50 < len(refused) < 350  # both sides were exercised
 
 
-def test_signature_types_follow_the_schema_and_how_the_file_stores_a_column(tmp_path, customers):
-    """The real table writes months left as 5.0: the signature declares that column as the
-    file stores it, so the raw file is accepted as read; other int columns stay long."""
+def test_schema_typed_follows_the_schema_and_how_the_file_stores_a_column(tmp_path, customers):
+    """The real table writes months left as 5.0: the model's input example keeps that column
+    as the file stores it; other int columns stay int64."""
     from gymchurn.data import load_customers
     from gymchurn.serving import schema_typed
 

@@ -139,11 +139,24 @@ def log_pipeline_model(
             name=name,
             python_model=str(model_code),
             artifacts={"pipeline": str(path), "settings": str(settings)},
-            signature=infer_signature(input_example, output_example),
+            signature=checked_by_the_model(infer_signature(input_example, output_example)),
             input_example=input_example,
             pip_requirements=pip_requirements(pipeline),
             code_paths=[package_copy(Path(tmp))],
         )
+
+
+def checked_by_the_model(signature):
+    """The signature with every input column declared `AnyType`: named and required, its values
+    passed as sent. The model checks them itself with the data rules it was trained under
+    (gymchurn.serving.checked_input), as `make predict` does. Typed columns let MLflow decide
+    first, and its cast is not a check: on the REST path a `long` column sent as 6.5 was cast
+    to 6 and scored, and a Python caller's int64 table was refused for a `double` column."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), name) for name in signature.inputs.input_names()])
+    return ModelSignature(inputs=inputs, outputs=signature.outputs)
 
 
 def package_copy(folder: Path) -> str:

@@ -37,10 +37,9 @@ def schema_typed(X: pd.DataFrame, data_cfg: Mapping,
                  stored: Mapping[str, str] | None = None) -> pd.DataFrame:
     """`X` with each column in the type the schema declares (kind int -> int64, float ->
     float64), unless the training file stores an int column with decimals (`stored`, from
-    load_customers: the real table writes months left as 5.0): a model's signature built from
-    it declares integers as long and floats as double, so a raw table from CSV or Parquet in
-    the training file's format is accepted as it is, with no cast. (MLflow refuses both
-    float -> long and int64 -> double, so the declared type must be the one the table has.)"""
+    load_customers: the real table writes months left as 5.0): the model's input example is
+    then a table in the training file's format. (The signature declares no types:
+    gymchurn.registry.checked_by_the_model.)"""
     rules = data_schema(data_cfg)["columns"]
     stored = stored or {}
     kinds = {"int": "int64", "float": "float64"}

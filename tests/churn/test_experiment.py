@@ -11,6 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from gymchurn import experiment
@@ -101,9 +102,15 @@ def test_entrypoint_tunes_tracks_and_registers(tmp_path, store_overrides, new_ml
     scores = model.predict(rows)  # the raw CSV table: integer columns stay integers, no cast
     assert list(scores.columns) == ["churn_probability"]
     assert scores["churn_probability"].between(0, 1).all() and len(scores) == 20
-    declared = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
-    assert declared["Age"] == "long" and declared["Contract_period"] == "long"
-    assert declared["Avg_additional_charges_total"] == "double"
+    # Every column is named in the signature and checked by the model with the data rules:
+    # whole numbers in any numeric type are taken, a fractional age is refused (not cast).
+    inputs = model.metadata.get_input_schema().inputs
+    assert [c.name for c in inputs] == list(rows.columns[:-1])
+    assert {type(c.type).__name__ for c in inputs} == {"AnyType"} and all(c.required for c in inputs)
+    as_floats = model.predict(rows.astype({"Age": float, "Lifetime": float}))
+    np.testing.assert_allclose(as_floats["churn_probability"], scores["churn_probability"])
+    with pytest.raises(MlflowException, match=r"column 'Age': rule 'whole_number' fails in 1 row"):
+        model.predict(rows.astype({"Age": float}).assign(Age=lambda d: d["Age"].mask(d.index == 3, 29.5)))
 
     # Same settings again: the study resumes (no new trials), a second version is registered.
     # (In this process: the command line was checked above; resuming is the same code.)
