@@ -359,7 +359,7 @@ def load_customers(data_cfg: Mapping) -> tuple[pd.DataFrame, dict]:
     if extra:
         warnings.warn(f"{path}: ignoring columns not in the schema: {extra}", stacklevel=2)
     # How the file stores each column: the real table writes months left as 5.0, so it reads
-    # as float although the schema's values are whole; the models' signatures accept the
+    # as float although the schema's values are whole; the models' input examples show the
     # table as its source writes it (gymchurn.serving.schema_typed).
     stored = {c: "float" if raw[c].dtype.kind == "f" else "int" for c in df.columns}
     return df, {"path": str(path), "sha256": file_sha256(path), "rows": len(df),

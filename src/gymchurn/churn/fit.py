@@ -276,7 +276,7 @@ class ChurnResult:
 
     def model(self) -> ModelSpec:
         """The registered model: the whole pipeline, one output column (churn probability)."""
-        # The signature declares each column as the schema does (Age long, spend double).
+        # The input example: the schema's types, as the training file writes them (5.0 months).
         example = schema_typed(self.plan.X_train.head(5), self.plan.cfg.data,
                                self.plan.provenance.get("stored_kinds"))
         output = pd.DataFrame({PROBABILITY_COLUMN: self.pipeline.predict_proba(example)[:, 1]},

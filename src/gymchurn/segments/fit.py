@@ -254,7 +254,7 @@ class SegmentationResult:
 
     def model(self) -> ModelSpec:
         """The registered model: the pipeline, returning segment id and name per customer."""
-        # The signature declares each column as the schema does (Age long, spend double).
+        # The input example: the schema's types, as the training file writes them (5.0 months).
         example = schema_typed(self.plan.X.head(5), self.plan.cfg.data,
                                self.plan.provenance.get("stored_kinds"))
         predicted = self.pipeline.predict(example).astype("int64")
