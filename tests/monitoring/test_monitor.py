@@ -227,7 +227,12 @@ def test_the_demo_rewrites_only_its_own_generated_months(tmp_path):
     written = demo.write_demo(tmp_path)
     assert sorted(p.name for p in written) == ["changed-relationship.csv", "history.csv",
                                                "like-training.csv", "shifted.csv"]
-    assert demo.write_demo(tmp_path) == written  # the same seeds: its own files, rewritten
+    (tmp_path / "history.csv").write_text("an older generator's table\n")
+    assert demo.write_demo(tmp_path) == written  # its own files (the marker lists them), rewritten
+    assert (tmp_path / "history.csv").read_text().startswith("gender,")
+    (tmp_path / demo.MARKER).unlink()  # files from before the marker: their bytes tell
+    assert demo.write_demo(tmp_path) == written
+    (tmp_path / demo.MARKER).unlink()
     (tmp_path / "shifted.csv").write_text("Churn\n1\n")  # someone's own file of that name
     before = {p: p.stat().st_mtime_ns for p in written}
     refused = r"shifted\.csv: not the months the demo generates, so nothing was written"

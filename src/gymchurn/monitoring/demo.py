@@ -59,22 +59,29 @@ MONTHS = {"like-training": like_training, "shifted": shifted,
           "changed-relationship": changed_relationship}
 
 
+MARKER = ".gymchurn-monitoring-demo"  # in the folder: the names of the files the demo wrote
+
+
 def write_demo(folder: Path) -> list[Path]:
     """history.csv (to train the demo model on) and one CSV per demo month, in `folder`.
 
-    The tables are drawn from fixed seeds, so a file already there is this demo's own exactly
-    when its bytes are the ones about to be written; any other file of those names is left as
-    it is, and nothing is written."""
+    A file already there is replaced only if it is the demo's own: listed in the folder's
+    MARKER (written with them), or, for files written before the marker, holding exactly the
+    bytes about to be written (the tables come from fixed seeds). Any other file of those
+    names stops it before anything is written."""
     tables = {"history": make_synthetic_customers(HISTORY_ROWS, seed=100),
               **{name: make() for name, make in MONTHS.items()}}
     texts = {folder / f"{name}.csv": table.to_csv(index=False) for name, table in tables.items()}
-    foreign = [p for p, text in texts.items()
-               if p.exists() and (not p.is_file() or p.read_bytes() != text.encode())]
+    marker = folder / MARKER
+    listed = set(marker.read_text(encoding="utf-8").split()) if marker.is_file() else set()
+    foreign = [p for p, text in texts.items() if p.exists() and not (
+        p.is_file() and (p.name in listed or p.read_bytes() == text.encode()))]
     if foreign:
         raise GymchurnError(
             f"{', '.join(map(str, foreign))}: not the months the demo generates, so nothing was "
             "written. Move them away, or give the demo another folder.")
     folder.mkdir(parents=True, exist_ok=True)
+    write_text(marker, "\n".join(p.name for p in texts) + "\n")
     for path, text in texts.items():
         write_text(path, text)
     return list(texts)
