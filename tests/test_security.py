@@ -143,6 +143,8 @@ def test_ui_hint_links_without_the_password():
     assert ui_hint("3", "abc")[0].startswith("open:   make ui   (")
     mlflow.set_tracking_uri("sqlite:////tmp/demo/mlflow.db")  # another store is named
     assert ui_hint("3", "abc")[0].startswith("open:   make ui STORE=sqlite:////tmp/demo/mlflow.db ")
+    mlflow.set_tracking_uri("sqlite:///rel/mlflow.db")  # relative: make runs from the project root
+    assert ui_hint("3", "abc")[0].startswith(f"open:   make ui STORE=sqlite:///{os.getcwd()}/rel/")
 
 
 def test_a_database_uri_that_names_its_driver_is_a_tracking_store():
@@ -176,7 +178,10 @@ def test_a_tuning_workers_traceback_is_masked(store_overrides, capfd):
                     customers["Churn"], "masked-worker", fail_with_a_password_in_the_message)
     worker = multiprocessing.get_context("spawn").Process(target=run_tuning_worker, args=(job, 1))
     worker.start()
-    worker.join(timeout=180)
+    try:
+        worker.join(timeout=180)
+    finally:
+        worker.kill()  # when join timed out; a no-op for a process that has ended
     assert worker.exitcode == 1  # a traceback, not a user error
     stderr = capfd.readouterr().err
     assert "RuntimeError: cannot log to postgresql://alice:***@db.example/mlflow" in stderr

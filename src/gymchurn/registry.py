@@ -135,11 +135,14 @@ def log_pipeline_model(
         # the runs' compare view.
         settings = Path(tmp) / "settings.json"
         settings.write_text(json.dumps({**model_config, "skops_trusted_types": trusted}, indent=1))
+        signature = infer_signature(input_example, output_example)
+        if model_config.get("data_schema"):  # the model checks its input itself
+            signature = checked_by_the_model(signature)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(model_code),
             artifacts={"pipeline": str(path), "settings": str(settings)},
-            signature=checked_by_the_model(infer_signature(input_example, output_example)),
+            signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements(pipeline),
             code_paths=[package_copy(Path(tmp))],

@@ -354,6 +354,8 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
     db = sqlite_path(uri)
     if db is not None and db.resolve() == (PROJECT_ROOT / "mlruns" / "mlflow.db").resolve():
         command = "make ui"
+    elif db is not None:  # make runs from the project root: the file's absolute path
+        command = f"make ui {shlex.quote(f'STORE=sqlite:///{db.resolve()}')}"
     else:
         command = f"make ui {shlex.quote('STORE=' + mask_credentials(uri))}"
         if command != f"make ui {shlex.quote('STORE=' + uri)}":

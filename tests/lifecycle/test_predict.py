@@ -205,6 +205,11 @@ def test_segments_come_from_the_registered_segmentation_model(store, tmp_path, c
     assert scores["segment"].tolist() == expected["segment"].tolist()
     assert scores["segment_name"].tolist() == expected["segment_name"].tolist()
     assert "reason_1" not in scores.columns
+    # Called directly (as predict, monitor, report and promote call it): a missing column is named.
+    from gymchurn.segments.model import assign_segments
+
+    with pytest.raises(GymchurnError, match=r"needs the column\(s\) Age, which the customer table lacks"):
+        assign_segments(model, new.drop(columns=["customer_id", "Age"]))
 
 
 def bad_inputs(folder):

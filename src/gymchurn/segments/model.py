@@ -186,7 +186,12 @@ def assign_segments(model, X: pd.DataFrame) -> pd.DataFrame:
     and, for the typed ones of older versions, refusing int64 where they declare double."""
     schema = model.metadata.get_input_schema()
     if schema is not None and schema.has_input_names():  # the signature's columns, in its order
-        X = X[[c for c in schema.input_names() if c in X.columns]]
+        missing = [c for c in schema.input_names() if c not in X.columns]
+        if missing:
+            raise GymchurnError(f"the segmentation model needs the column(s) {', '.join(missing)}, "
+                                "which the customer table lacks; add them (conf/data/gym.yaml "
+                                "lists the columns).")
+        X = X[schema.input_names()]
     result = model.unwrap_python_model().predict(None, X)
     missing = {SEGMENT_COLUMN, NAME_COLUMN} - set(result.columns)
     if missing:
