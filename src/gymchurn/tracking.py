@@ -357,8 +357,9 @@ def ui_hint(experiment_id: str, run_id: str) -> list[str]:
     elif db is not None:  # make runs from the project root: the file's absolute path
         command = f"make ui {shlex.quote(f'STORE=sqlite:///{db.resolve()}')}"
     else:
-        command = f"make ui {shlex.quote('STORE=' + mask_credentials(uri))}"
-        if command != f"make ui {shlex.quote('STORE=' + uri)}":
+        masked = mask_credentials(uri)
+        command = f"make ui {shlex.quote('STORE=' + masked)}"
+        if masked != uri:
             command += "   (your password in place of ***)"
     return [
         f"open:   {command}   (MLflow UI on this store), then",
