@@ -247,3 +247,36 @@ def test_a_version_logged_with_the_old_wrapper_still_loads_and_scores(customers,
     loaded, threshold = load_fitted_pipeline("old", 1)  # what predict, promote and report use
     assert threshold == 0.5
     np.testing.assert_allclose(loaded.predict_proba(ok)[:, 1], pipe.predict_proba(ok)[:, 1])
+
+
+def test_versions_pointing_one_alias_at_once_all_succeed(tmp_path):
+    # MLflow's SQL store reads, then inserts an alias: threads released together race on the
+    # insert (without the retry, most rounds here lost one writer to a UNIQUE constraint).
+    import threading
+
+    from mlflow.tracking import MlflowClient
+
+    from gymchurn.registry import alias_versions, set_alias
+
+    client = MlflowClient()  # conftest points tracking at a SQLite store in tmp_path
+    for round_ in range(8):
+        name = f"raced-{round_}"
+        client.create_registered_model(name)
+        versions = [client.create_model_version(name, f"file://{tmp_path}/m").version
+                    for _ in range(4)]
+        start, errors = threading.Barrier(len(versions)), []
+
+        def point(version, name=name, start=start, errors=errors):
+            start.wait()
+            try:
+                set_alias(name, "challenger", version)
+            except Exception as err:  # noqa: BLE001 - the test reports whatever a writer met
+                errors.append(err)
+
+        threads = [threading.Thread(target=point, args=(v,)) for v in versions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not errors, errors
+        assert alias_versions(name)["challenger"] in {str(v) for v in versions}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -188,7 +189,7 @@ def register_version(model_uri: str, name: str, tags: Mapping, alias: str | None
         model_uri, name, tags={k: str(v) for k, v in tags.items()}
     )
     if alias:
-        MlflowClient().set_registered_model_alias(name, alias, version.version)
+        set_alias(name, alias, version.version)
     return version
 
 
@@ -199,7 +200,6 @@ def register_version(model_uri: str, name: str, tags: Mapping, alias: str | None
 
 def registered_model(name: str):
     """The registered model `name`, or an error listing the models that are registered."""
-    from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     try:
@@ -272,7 +272,6 @@ def alias_or_newest(name: str, aliases: Sequence[str]):
 
 def load_version(name: str, version: str | int):
     """Load a registered version as a pyfunc model (the object `mlflow models serve` uses)."""
-    from mlflow.exceptions import MlflowException
 
     uri = f"models:/{name}/{version}"
     try:
@@ -319,14 +318,34 @@ def load_fitted_pipeline(name: str, version: str | int):
     return model.pipeline, float(model.threshold)
 
 
+ALIAS_ATTEMPTS = 3
+
+
 def set_alias(name: str, alias: str, version: str | int | None) -> None:
     """Point `alias` at `version`, or remove the alias when `version` is None."""
     client = MlflowClient()
     if version is None:
         if alias in alias_versions(name):
             client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, str(version))
+        return
+    # MLflow's SQL store sets an alias by reading it and then inserting or updating it, so two
+    # processes that point one alias at once (two experiments both registering a challenger)
+    # can both insert, and the later one fails its unique constraint. By then the row exists,
+    # and the retry updates it: the alias ends at the later write, as if they had queued.
+    for attempt in range(ALIAS_ATTEMPTS):
+        try:
+            client.set_registered_model_alias(name, alias, str(version))
+            return
+        except MlflowException as err:
+            if attempt == ALIAS_ATTEMPTS - 1 or not lost_an_insert_race(err):
+                raise
+
+
+def lost_an_insert_race(err: Exception) -> bool:
+    """Whether a store error is a unique-constraint clash (SQLite's or PostgreSQL's wording,
+    also when a tracking server passes it on)."""
+    text = str(err)
+    return "UNIQUE constraint failed" in text or "duplicate key value" in text
 
 
 def set_version_tags(name: str, version: str | int, tags: Mapping[str, str]) -> None:
