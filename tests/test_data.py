@@ -120,6 +120,12 @@ def test_month_to_end_longer_than_contract(table, columns):
     assert message.count("Month_to_end_contract <= Contract_period") == 1
 
 
+def test_a_rule_bounding_a_column_by_a_missing_one_is_a_config_error(table, columns):
+    columns = {**columns, "Lifetime": {**columns["Lifetime"], "at_most": "Tenure"}}
+    with pytest.raises(GymchurnError, match=r"'Lifetime' says at_most: Tenure.*Name one of"):
+        validate_customers(table, columns, "Churn")
+
+
 def test_row_numbers_are_positions_not_index_labels(table, columns):
     table.index = range(100, 120)[::-1]  # labels unrelated to positions
     table.iloc[1, table.columns.get_loc("Age")] = 500

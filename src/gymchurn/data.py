@@ -256,15 +256,17 @@ def build_schema(columns: Mapping, target: str, require_target: bool = True):
             coerce=True,
             required=require_target or name != target,
         )
-    month, contract = "Month_to_end_contract", "Contract_period"
     frame_checks = []
-    if month in columns and contract in columns:
-        frame_checks.append(
-            pa.Check(
-                lambda df: df[month] <= df[contract],
-                name=f"{month} <= {contract}",
-            )
-        )
+    for name, rule in columns.items():
+        high = rule.get("at_most")
+        if high is None:
+            continue
+        if high not in columns:
+            raise GymchurnError(
+                f"the data rule of '{name}' says at_most: {high}, which is not a column. "
+                f"Name one of: {', '.join(map(str, columns))} (conf/data).")
+        frame_checks.append(pa.Check(lambda df, low=name, high=high: df[low] <= df[high],
+                                     name=f"{name} <= {high}"))
     return pa.DataFrameSchema(schema_columns, checks=frame_checks, strict=False)
 
 

@@ -15,10 +15,9 @@ import pandas as pd
 
 from gymchurn.errors import GymchurnError
 
-# The rule keys of conf/data/gym.yaml the quick check understands; gymchurn.data.build_schema's
-# one table-wide rule. A rule with any other key sends every request to the full validation.
-QUICK_RULE_KEYS = {"kind", "values", "min", "max"}
-TABLE_RULE = ("Month_to_end_contract", "Contract_period")  # the first must be <= the second
+# The rule keys of conf/data/gym.yaml the quick check understands. A rule with any other key
+# sends every request to the full validation.
+QUICK_RULE_KEYS = {"kind", "values", "min", "max", "at_most"}
 
 
 def data_schema(data_cfg: Mapping) -> dict:
@@ -76,9 +75,10 @@ def quick_check(df: pd.DataFrame, columns: Mapping) -> pd.DataFrame | None:
         if not ok.all():
             return None
         typed[name] = values.astype("int64" if rule["kind"] == "int" else "float64")
-    low, high = TABLE_RULE
-    if low in typed and high in typed and not (typed[low] <= typed[high]).all():
-        return None
+    for name, rule in columns.items():
+        high = rule.get("at_most")
+        if high is not None and high in typed and not (typed[name] <= typed[high]).all():
+            return None
     return pd.DataFrame(typed, index=df.index)
 
 
