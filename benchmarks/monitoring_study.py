@@ -17,6 +17,7 @@ import time
 
 import matplotlib.pyplot as plt
 import mlflow
+import pandas as pd
 from omegaconf import OmegaConf
 
 from gymchurn.config import compose_config, resolve_path
@@ -24,7 +25,19 @@ from gymchurn.monitoring import demo
 from gymchurn.monitoring.month import judge_month
 from gymchurn.registry import load_churn_model
 
+
+def half_leave(n: int, seed: int):
+    """Customers drawn like training, half of them leavers (about a quarter in training): more
+    leave, the model is as good. A month the outcome rules must not call a decay."""
+    pool = demo.like_training(4 * n, seed)
+    leavers, stayers = pool[pool["Churn"] == 1], pool[pool["Churn"] == 0]
+    month = pd.concat([leavers.sample(n // 2, random_state=seed),
+                       stayers.sample(n - n // 2, random_state=seed)])
+    return month.sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
 KINDS = {"like-training": demo.like_training,
+         "like-training, half leave": half_leave,
          "shifted": demo.shifted,
          "shifted, strength 0.3": lambda n, seed: demo.shifted(n, seed, strength=0.3),
          "changed-relationship": demo.changed_relationship,

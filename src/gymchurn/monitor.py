@@ -187,7 +187,7 @@ def summary_text(s: dict) -> str:
         auc = r.performance.loc["roc_auc"]
         rows.append(f"outcomes   {r.leavers['observed']:,} left; ROC AUC {auc['value']:.3f} "
                     f"(holdout {auc['holdout']:.3f}, expected {auc['expected_low']:.3f}–"
-                    f"{auc['expected_high']:.3f} for this size)")
+                    f"{auc['expected_high']:.3f} for a month like this)")
     else:
         rows.append("outcomes   none in this file: rerun with the Churn column when known")
     rows += [f"report     {s['folder'] / 'report.html'}  (+ report.md)",

@@ -7,10 +7,15 @@ of leavers among the top `capacity` share of customers by risk (the leavers a de
 can call that many would reach), the observed and the predicted churn rate.
 
 Two intervals per metric:
-- `expected`: the holdout's (probability, churn) pairs resampled to the month's size, many
-  times, with the holdout's own uncertainty (it is a sample too): the range a month of this
-  size shows when the model performs as on its holdout. A small month has a wide range, so its
-  noise is not mistaken for a decay; a large one is held to what the holdout can vouch for;
+- `expected`: the holdout's (probability, churn) pairs resampled to the month's size and mix
+  (its number of leavers from the holdout's leavers, its stayers from the stayers), many times,
+  with the holdout's own uncertainty (it is a sample too): the range a month like this one
+  shows when the model performs as on its holdout. A small month has a wide range, so its
+  noise is not mistaken for a decay; a large one is held to what the holdout can vouch for.
+  The mix matters for the metrics that depend on it: with half the customers leaving, calls to
+  the top 10 % can reach at most a fifth of the leavers, so a holdout with a quarter leaving
+  is no yardstick for the share caught unless it is redrawn at the month's churn rate.
+  (The churn rate itself is then given, not expected: its range is left empty.);
 - `interval`: the month's own bootstrap (Poisson weights), the uncertainty of the realised figure.
 """
 
@@ -77,12 +82,28 @@ def _replicates(draw, ranked: Ranked, threshold: float, capacity: float, n_boot:
     return {m: np.concatenate(v) for m, v in values.items()}
 
 
+def month_like(rng, holdout_churn: np.ndarray, leavers: int, n: int):
+    """A draw of holdout weights (replicates x holdout rows) for months of `n` customers with
+    `leavers` of them leaving, from the population the holdout stands for. The holdout is itself
+    a sample, so each replicate first draws that population's weights (Bayesian bootstrap,
+    Dirichlet(1, ..., 1) over its leavers and over its stayers), then the month's leavers from
+    the leavers and its stayers from the stayers."""
+    groups = [(holdout_churn == 1, leavers), (holdout_churn == 0, n - leavers)]
+
+    def draw(b: int) -> np.ndarray:
+        weights = np.zeros((b, len(holdout_churn)))
+        for rows, count in groups:
+            weights[:, rows] = rng.multinomial(count, rng.dirichlet(np.ones(rows.sum()), size=b))
+        return weights
+    return draw
+
+
 def realised_performance(probability, churn, holdout_probability, holdout_churn,
                          threshold: float, capacity: float, n_boot: int, seed: int,
                          level: float = 0.95) -> pd.DataFrame:
     """One row per metric: the month's value and bootstrap interval, the holdout's value and the
-    range expected for a month of this size (holdout resampled), and how far below that range
-    a skill metric is (`shortfall`, 0 when inside or above; NaN for the two rates)."""
+    range expected for a month of this size and churn rate (holdout resampled), and how far below
+    that range a skill metric is (`shortfall`, 0 when inside or above; NaN for the two rates)."""
     rng = np.random.default_rng(seed)
     month = Ranked.of(probability, churn)
     holdout = Ranked.of(holdout_probability, holdout_churn)
@@ -90,16 +111,14 @@ def realised_performance(probability, churn, holdout_probability, holdout_churn,
     now = weighted_metrics(month, np.ones(n), threshold, capacity)
     then = weighted_metrics(holdout, np.ones(n_hold), threshold, capacity)
     own = _replicates(lambda b: rng.poisson(1.0, size=(b, n)), month, threshold, capacity, n_boot)
-    # A month of n customers from the population the holdout stands for: the holdout is itself
-    # a sample, so each replicate first draws that population's weights (Bayesian bootstrap,
-    # Dirichlet(1, ..., 1) over the holdout rows), then n customers from it.
-    expected = _replicates(lambda b: rng.multinomial(n, rng.dirichlet(np.ones(n_hold), size=b)),
-                           holdout, threshold, capacity, n_boot)
+    expected = _replicates(month_like(rng, holdout.churn, int(month.churn.sum()), n), holdout,
+                           threshold, capacity, n_boot)
     tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
     rows = []
     for m in METRICS:
         low, high = np.nanpercentile(own[m], tails)
-        exp_low, exp_high = np.nanpercentile(expected[m], tails)
+        exp_low, exp_high = np.nanpercentile(expected[m], tails) if m != "churn_rate" \
+            else (np.nan, np.nan)  # drawn at the month's rate: nothing to expect
         value = float(now[m][0])
         rows.append({"metric": m, "value": value, "low": float(low), "high": float(high),
                      "holdout": float(then[m][0]), "expected_low": float(exp_low),

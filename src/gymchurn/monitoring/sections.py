@@ -22,8 +22,14 @@ ADVICE = {
 }
 METRIC_WORDS = {"roc_auc": "ROC AUC (ranking)", "precision": "precision at the threshold",
                 "recall": "recall at the threshold",
-                "capture": "leavers among the top {capacity} by risk",
+                "capture": "share of the leavers within the top {capacity} by risk",
                 "churn_rate": "churn rate", "predicted_rate": "mean predicted churn"}
+
+
+def reachable_share(n: int, leavers: int, capacity: float) -> float:
+    """The largest share of the leavers that calls to the top `capacity` of `n` can reach."""
+    calls = int(capacity * n + 1e-9)  # as many as performance.weighted_metrics counts
+    return min(1.0, calls / leavers) if leavers else 1.0
 
 
 def feature_name(feature: str, labels: Mapping) -> str:
@@ -51,9 +57,11 @@ def summary(r: MonthResult, capacity: float) -> Section:
     if r.has_outcomes:
         auc, cap = r.performance.loc["roc_auc"], r.performance.loc["capture"]
         s.say(f"Outcomes: {lv['observed']:,} customers left. ROC AUC {auc['value']:.3f} "
-              f"(holdout {auc['holdout']:.3f}; a month this size shows {auc['expected_low']:.3f}"
+              f"(holdout {auc['holdout']:.3f}; a month like this shows {auc['expected_low']:.3f}"
               f"–{auc['expected_high']:.3f}); calling the top {pct(capacity)} by risk would have "
-              f"reached {pct(cap['value'])} of the leavers (holdout {pct(cap['holdout'])}).")
+              f"reached {pct(cap['value'])} of the leavers, where a month like this shows "
+              f"{pct(cap['expected_low'])}–{pct(cap['expected_high'])} (at most "
+              f"{pct(reachable_share(r.n, lv['observed'], capacity))} with this many leavers).")
     else:
         s.say("Outcomes are not in this file: when they are known, run `make monitor` on the "
               "table with its Churn column to measure how the model actually did.")
@@ -126,14 +134,16 @@ def performance_section(r: MonthResult, capacity: float, level: float) -> Sectio
               "measured yet.")
         return s
     s.say(f"Each figure with its {pct(level)} bootstrap interval, against the holdout's and the "
-          f"range a month of {r.n:,} customers shows when the model performs as on its holdout "
-          "(the holdout resampled to this size): a value below that range is a decay, not noise.")
+          f"range a month of {r.n:,} customers with {r.leavers['observed']:,} leavers shows when "
+          "the model performs as on its holdout (the holdout's leavers and stayers resampled to "
+          "this month's numbers): a value below that range is a decay, not noise.")
     rows = []
     for metric, x in r.performance.iterrows():
         rows.append({"metric": METRIC_WORDS[metric].format(capacity=pct(capacity)),
                      "this month": f"{x['value']:.3f} [{x['low']:.3f}, {x['high']:.3f}]",
                      "holdout": f"{x['holdout']:.3f}",
-                     "expected for this size": f"{x['expected_low']:.3f} – {x['expected_high']:.3f}"})
+                     "expected for this month": "given" if pd.isna(x["expected_low"])
+                     else f"{x['expected_low']:.3f} – {x['expected_high']:.3f}"})
     s.table("Realised against expected.", frame_of(rows))
     s.figure("calibration", "Observed against predicted churn per risk decile.",
              r.figures["calibration"])

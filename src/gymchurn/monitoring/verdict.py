@@ -19,7 +19,7 @@ from gymchurn.monitoring.drift import DriftThresholds
 VERDICTS = ("ok", "watch", "retrain")
 RULE_VERDICTS = ("watch", "retrain", "off")
 PERFORMANCE_WORDS = {"roc_auc": "ROC AUC", "recall": "recall at the threshold",
-                     "capture": "share of leavers among the customers called"}
+                     "capture": "share of the leavers within the calling capacity"}
 
 
 @dataclass
@@ -53,8 +53,8 @@ def _below_expected(metric: str) -> Callable[[Facts, Mapping], str | None]:
             return None
         return (f"realised {PERFORMANCE_WORDS[metric]} {row['value']:.3f} is below "
                 f"{row['expected_low']:.3f}, the low end of what a month of {f.n:,} customers "
-                f"shows when the model performs as on its holdout ({row['holdout']:.3f}), by "
-                f"more than {float(rule['margin']):g}")
+                f"with as many leavers shows when the model performs as on its holdout "
+                f"({row['holdout']:.3f}), by more than {float(rule['margin']):g}")
     return check
 
 
