@@ -3,7 +3,8 @@
 check options (input, output folder, rules) -> read the month while the libraries import ->
 validate it with the training schema (Churn optional: with it, realised performance) -> load
 the judged version and its reference statistics (and the segmentation's) -> the core
-(gymchurn.monitoring.month.judge_month) -> report sections rendered into a staging folder ->
+(gymchurn.monitoring.month.judge_month) and the call list (gymchurn.reporting.call_list, scored
+as `make predict` scores) -> report sections and call_list.csv rendered into a staging folder ->
 recorder (a run of `gym-churn-monitoring`: drift metrics also linked to the judged model, the
 verdict as a tag, the report as artifacts) -> the output folder replaced in one rename ->
 one-screen verdict. The output folder must be new, empty or a previous monitoring report
@@ -38,6 +39,8 @@ def month_name(cfg: DictConfig, source: Path) -> tuple[str, str]:
 
 def check_options(cfg: DictConfig) -> tuple[Path, str, Path]:
     """Every option a user can get wrong, before the data or the registry is touched."""
+    from gymchurn.churn import REASON_CHOICES, REASON_METHODS
+    from gymchurn.churn.actions import load_catalogue
     from gymchurn.data import file_type
     from gymchurn.monitoring.verdict import check_rules
     from gymchurn.outputs import check_monitoring_folder
@@ -53,6 +56,13 @@ def check_options(cfg: DictConfig) -> tuple[Path, str, Path]:
         PROJECT_ROOT / "experiments" / "monitoring" / folder
     target = check_monitoring_folder(target)
     check_rules(OmegaConf.to_container(cfg.rules, resolve=True))
+    if cfg.reasons.rows not in REASON_CHOICES:
+        raise GymchurnError(f"reasons.rows={cfg.reasons.rows} is not an option: use one of "
+                            f"{REASON_CHOICES}.")
+    if cfg.reasons.method not in REASON_METHODS:
+        raise GymchurnError(f"reasons.method={cfg.reasons.method} is not an option: use one of "
+                            f"{list(REASON_METHODS)}.")
+    load_catalogue(OmegaConf.to_container(cfg.measures))
     return source, name, target
 
 
@@ -101,6 +111,41 @@ def segments_of(cfg: DictConfig, X):
     return assign_segments(model, X), settings.get("reference"), note
 
 
+def month_call_list(cfg: DictConfig, raw, X, churn, pipeline, reference, segments, labels: dict):
+    """Whom to call: the month's customers still members (all of them before outcomes, those
+    with Churn = 0 after), riskiest first, with reasons, segment, suggested action and their
+    own columns (gymchurn.reporting.call_list), scored as `make predict` scores them."""
+    import numpy as np
+
+    from gymchurn.churn.actions import check_catalogue, load_catalogue
+    from gymchurn.churn.reasons import REASON_COLUMNS
+    from gymchurn.churn.score import score_customers
+    from gymchurn.reporting.call_list import ranked_call_list
+
+    catalogue = load_catalogue(OmegaConf.to_container(cfg.measures))
+    features = X.drop(columns=[cfg.data.target], errors="ignore")
+    check_catalogue(catalogue, features)
+    negative = OmegaConf.to_container(cfg.data.negative_labels) \
+        if "negative_labels" in cfg.data else {}
+    active = np.ones(len(X), bool) if churn is None else churn.to_numpy() == 0
+    scores = score_customers(pipeline, float(reference["threshold"]), features[active],
+                             features.iloc[:0, :0], cfg.risk_bands, catalogue, cfg.reasons.rows,
+                             int(cfg.n_jobs), int(cfg.reason_batch_rows), labels=labels,
+                             negative_labels=negative, reason_method=cfg.reasons.method)
+    # Back to one entry per row of the table: the list names customers by their row in it.
+    proba = np.zeros(len(X))
+    proba[active] = scores.table["churn_probability"].to_numpy()
+    reasons = [np.full(len(X), None, dtype=object) for _ in REASON_COLUMNS]
+    for texts, column in zip(reasons, REASON_COLUMNS, strict=True):
+        texts[active] = scores.table[column].to_numpy()
+    names = {} if segments is None else dict(zip(segments["segment"], segments["segment_name"],
+                                                 strict=True))
+    return ranked_call_list(
+        raw.drop(columns=[cfg.data.target], errors="ignore").reset_index(drop=True), active,
+        proba, reasons, float(reference["threshold"]),
+        None if segments is None else segments["segment"].to_numpy(), names, catalogue)
+
+
 def run(cfg: DictConfig, printer=print) -> dict:
     started = time.monotonic()
     source, name, target = check_options(cfg)
@@ -110,7 +155,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
         reading = pool.submit(read_customers, source, list(cfg.data.columns))
         from gymchurn.data import table_digest, validate_customers
         from gymchurn.monitoring.month import judge_month
-        from gymchurn.monitoring.sections import build_sections
+        from gymchurn.monitoring.sections import build_sections, calls_section
         from gymchurn.outputs import MONITORING_MARKER, MONITORING_MARKER_TEXT, check_monitoring_folder
         from gymchurn.redact import mask_credentials
         from gymchurn.registry import describe_version, open_registry, version_model_id
@@ -136,7 +181,10 @@ def run(cfg: DictConfig, printer=print) -> dict:
     result = judge_month(name, pipeline, reference, X, churn, settings,
                          OmegaConf.to_container(cfg.risk_bands), segments, segment_reference)
     labels = OmegaConf.to_container(cfg.data.labels) if "labels" in cfg.data else {}
-    sections = build_sections(result, settings, labels)
+    calls = month_call_list(cfg, raw, X, churn, pipeline, reference, segments, labels)
+    calls_part = calls_section(calls, float(reference["threshold"]), float(cfg.capacity),
+                               int(cfg.call_list_show), churn is not None, model_label)
+    sections = build_sections(result, settings, labels, calls_part)
     digest = table_digest(X)
     sources = {"name": name, "note": cfg.note, "n_customers": len(X), "verdict": result.verdict,
                "input": mask_credentials(str(source)), "data_digest": digest, "model": model_label}
@@ -163,7 +211,7 @@ def run(cfg: DictConfig, printer=print) -> dict:
     summary = {"verdict": result.verdict, "findings": result.findings, "result": result,
                "folder": target, "run_id": run.run_id, "experiment_id": run.experiment_id,
                "experiment": cfg.record_experiment, "model": model_label, "name": name,
-               "seconds": time.monotonic() - started}
+               "calls": calls_part.numbers, "seconds": time.monotonic() - started}
     printer(summary_text(summary))
     return summary
 
@@ -190,7 +238,11 @@ def summary_text(s: dict) -> str:
                     f"{auc['expected_high']:.3f} for a month like this)")
     else:
         rows.append("outcomes   none in this file: rerun with the Churn column when known")
-    rows += [f"report     {s['folder'] / 'report.html'}  (+ report.md)",
+    c = s["calls"]
+    rows.append(f"calls      {c['active']:,} customers ranked, riskiest first: the first "
+                f"{c['calls_possible']:,} fill the calling capacity; {c['at_risk']:,} at risk")
+    rows += [f"call list  {s['folder'] / 'call_list.csv'}",
+             f"report     {s['folder'] / 'report.html'}  (+ report.md)",
              f"run        {s['run_id']}  (experiment '{s['experiment']}')",
              *ui_hint(s["experiment_id"], s["run_id"]),
              f"time       {s['seconds']:.1f} s", line]

@@ -43,7 +43,7 @@ MONITORING_MARKER_TEXT = (
     "This folder was written by `make monitor` (python -m gymchurn.monitor). The next check of\n"
     "the same month replaces the whole folder: keep nothing else in it.\n"
 )
-MONITORING_EXTRA_FILES = {"feature_drift.csv"}
+MONITORING_EXTRA_FILES = {"feature_drift.csv", "call_list.csv"}
 FOUND_SHOWN = 5  # foreign entries named in a refusal
 
 
@@ -163,7 +163,8 @@ def check_report_folder(target: Path) -> Path:
 def check_monitoring_folder(target: Path) -> Path:
     """`target` may be replaced by a monitoring report: new, empty or a previous one."""
     return check_folder(target, "output_dir", is_monitoring_folder, "a previous monitoring "
-                        "report (only report.html, report.md, feature_drift.csv, figures/ and "
+                        "report (only report.html, report.md, feature_drift.csv, "
+                        "call_list.csv, figures/ and "
                         f"the {MONITORING_MARKER} marker)")
 
 

@@ -336,6 +336,8 @@ class MonitorConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     risk_bands: Any = MISSING
+    measures: Any = MISSING  # conf/measures/: checked by churn.actions.load_catalogue
+    reasons: ReasonsConfig = field(default_factory=ReasonsConfig)
     input: str = MISSING  # stays ??? in the YAML: the command line must give it
     name: str | None = MISSING
     note: str | None = MISSING
@@ -347,6 +349,9 @@ class MonitorConfig:
     seed: int = number(0, SEED_MAX)
     segmentation: SegmentLookupConfig = field(default_factory=SegmentLookupConfig)
     capacity: float = number(0, 1, exclusive=True)
+    call_list_show: int = number(1)
+    n_jobs: int = number(1)
+    reason_batch_rows: int = number(1)
     calibration_deciles: int = number(2)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)

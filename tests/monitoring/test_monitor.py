@@ -118,10 +118,38 @@ def test_the_run_records_the_verdict_and_links_the_judged_version(months, store)
     mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.parametrize("name, table", [
+    ("shifted", lambda: demo.shifted(MONTH, seed=22)),  # no outcomes: every customer
+    ("changed", lambda: demo.changed_relationship(MONTH, seed=23)),  # outcomes: those who stayed
+])
+def test_the_call_list_ranks_the_members_riskiest_first_and_finds_them_in_the_file(
+        months, name, table):
+    result, customers = months[name], table()  # the same generator and seed as the fixture
+    calls = pd.read_csv(result["folder"] / "call_list.csv")
+    members = customers.index[customers["Churn"] == 0] if name == "changed" else customers.index
+    assert sorted(calls["customer_row"] - 1) == sorted(members)
+    assert "Churn" not in calls.columns
+    assert (calls["priority_rank"] == range(1, len(calls) + 1)).all()
+    assert calls["churn_probability"].is_monotonic_decreasing
+    # each row is the customer of that row of the file, with the probability the month's judge gave
+    probability = result["result"].probability[calls["customer_row"] - 1]
+    assert calls["churn_probability"].to_numpy() == pytest.approx(probability, abs=5e-4)
+    shown = customers.drop(columns="Churn", errors="ignore").iloc[calls["customer_row"] - 1]
+    shown = shown.reset_index(drop=True)
+    pd.testing.assert_frame_equal(calls[shown.columns], shown, check_dtype=False)
+    threshold = result["calls"]["threshold"]
+    assert ((calls["at_risk"] == 1) == (probability >= threshold)).all()
+    assert calls.loc[calls["at_risk"] == 1, "reason_1"].notna().all()  # reasons for the flagged
+    assert calls["suggested_action"].notna().all() and calls["segment_name"].notna().all()
+    assert result["calls"]["calls_possible"] == int(0.1 * len(calls))
+    md = (result["folder"] / "report.md").read_text()
+    assert "Whom to call this month" in md and f"first {int(0.1 * len(calls)):,} on the list" in md
+
+
 def test_the_report_is_self_contained(months):
     folder = months["changed"]["folder"]
     assert {p.name for p in folder.iterdir()} == {MONITORING_MARKER, "report.html", "report.md",
-                                                 "feature_drift.csv", "figures"}
+                                                 "feature_drift.csv", "call_list.csv", "figures"}
     html = (folder / "report.html").read_text()
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", html)
     assert html.count('src="data:image/png;base64,') == 3  # drift, scores, calibration
@@ -130,7 +158,9 @@ def test_the_report_is_self_contained(months):
 
 
 def test_every_value_in_the_report_is_escaped(store, tmp_path):
-    path = month_file(tmp_path, "m", make_synthetic_customers(200, seed=24))
+    table = make_synthetic_customers(200, seed=24)
+    table.insert(0, "member_id", [f"00{i}" for i in range(len(table))])  # an id column of text
+    path = month_file(tmp_path, "m", table)
     result = judge(store, path, tmp_path / "out", "name='<script>alert(1)</script>'",
                    "note='<img src=x onerror=alert(2)> & more'")
     html = (result["folder"] / "report.html").read_text()
@@ -138,6 +168,10 @@ def test_every_value_in_the_report_is_escaped(store, tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&amp; more" in html
     md = (result["folder"] / "report.md").read_text()
     assert "<script>" not in md and "&lt;script&gt;" in md
+    calls = pd.read_csv(result["folder"] / "call_list.csv", dtype={"member_id": str})
+    stayed = table.loc[table["Churn"] == 0, "member_id"]  # the month has outcomes
+    assert set(calls["member_id"]) == set(stayed)  # carried as written: 007 stays 007
+    assert (calls["member_id"] == table["member_id"].iloc[calls["customer_row"] - 1].values).all()
 
 
 BAD_MONTHS = [

@@ -185,8 +185,30 @@ def method_section(drift: Mapping, bootstrap: Mapping) -> Section:
     return s
 
 
-def build_sections(r: MonthResult, cfg: Mapping, labels: Mapping) -> list[Section]:
+def calls_section(calls: pd.DataFrame, threshold: float, capacity: float, show: int,
+                  has_outcomes: bool, version: str) -> Section:
+    """Whom to call this month (gymchurn.reporting.call_list on the month's scores): the
+    customers still members, riskiest first, and how far down the department's capacity goes."""
+    from gymchurn.reporting.call_list import who_to_call
+
+    calls_possible = int(capacity * len(calls) + 1e-9)
+    note = (f"Calling {pct(capacity)} of them (`capacity` in conf/monitor.yaml) is the first "
+            f"{calls_possible:,} on the list"
+            + (f", {int(calls['at_risk'].head(calls_possible).sum()):,} of them at risk."
+               if calls_possible else "."))
+    whose = ("who stayed this month (Churn = 0: still members)" if has_outcomes
+             else "of this month's table")
+    section = who_to_call(calls, threshold, note, show, whose=whose,
+                          scores=f"The probabilities are the judged model's ({version}).")
+    section.title = "Whom to call this month"
+    section.numbers["calls_possible"] = calls_possible
+    return section
+
+
+def build_sections(r: MonthResult, cfg: Mapping, labels: Mapping,
+                   calls: Section | None = None) -> list[Section]:
+    """The report's sections; `calls` (calls_section) goes right after page one."""
     capacity, level = float(cfg["capacity"]), float(cfg["bootstrap"]["level"])
-    return [summary(r, capacity), drift_section(r, labels), prediction_section(r),
-            performance_section(r, capacity, level), rules_section(r, cfg["rules"]),
-            method_section(cfg["drift"], cfg["bootstrap"])]
+    return [summary(r, capacity), *([calls] if calls else []), drift_section(r, labels),
+            prediction_section(r), performance_section(r, capacity, level),
+            rules_section(r, cfg["rules"]), method_section(cfg["drift"], cfg["bootstrap"])]
