@@ -71,10 +71,14 @@ def test_csv_scores_keep_ids_and_match_the_registered_model(store, tmp_path):
     assert "gym-churn-classifier version 1 @champion" in out and "segment columns left out" in out
     # round_trip: pandas < 3.1's default parser drops digits of 0.0000167...-like numbers
     scores = pd.read_csv(tmp_path / "scores.csv", dtype={"customer_id": str}, float_precision="round_trip")
-    assert list(scores.columns) == ["customer_id", "priority_rank", "churn_probability",
-                                    "churn_flag", "risk_band", "reason_1", "reason_2", "reason_3",
-                                    "suggested_action"]
+    assert list(scores.columns) == ["customer_id", "customer_row", "priority_rank",
+                                    "churn_probability", "churn_flag", "risk_band", "reason_1",
+                                    "reason_2", "reason_3", "suggested_action"]
     assert scores["customer_id"].tolist() == customers["customer_id"].tolist()  # "007" stays
+    # sorted by rank, each row still says which customer of the input it is
+    by_rank = scores.sort_values("priority_rank")
+    assert (customers["customer_id"].iloc[by_rank["customer_row"] - 1].to_numpy()
+            == by_rank["customer_id"].to_numpy()).all()
 
     served = mlflow.pyfunc.load_model(f"models:/{CLASSIFIER}@champion")
     expected = served.predict(customers.drop(columns="customer_id"))
@@ -188,8 +192,8 @@ def test_a_scores_file_of_the_layout_before_rank_and_action_is_still_replaced(st
         previous)) + "\n")
     predict(store, f"input={tmp_path / 'new.csv'}", f"output={output}", "reasons=none")
     assert list(pd.read_csv(output).columns) == [
-        "customer_id", "priority_rank", "churn_probability", "churn_flag", "risk_band",
-        "suggested_action"]
+        "customer_id", "customer_row", "priority_rank", "churn_probability", "churn_flag",
+        "risk_band", "suggested_action"]
 
 
 def test_segments_come_from_the_registered_segmentation_model(store, tmp_path, customers):
@@ -315,7 +319,7 @@ def test_spreadsheet_csv_with_a_byte_order_mark_gives_back_ids_byte_for_byte(sto
 
     with open(tmp_path / "scores.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:2] == ["customer_id", "priority_rank"]
+    assert rows[0][:3] == ["customer_id", "customer_row", "priority_rank"]
     assert [row[0] for row in rows[1:]] == ids
 
 

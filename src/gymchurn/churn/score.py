@@ -18,14 +18,17 @@ from gymchurn.churn.actions import Catalogue, suggested_actions
 from gymchurn.churn.reasons import REASON_COLUMNS
 from gymchurn.errors import GymchurnError
 
-# The score columns, in order. The rank leads (sort by it to get the call order) and the
-# action ends the row (who, how likely, why, then what to do); the segment pair and the
-# reasons are there when asked for. gymchurn.outputs recognises a previous scores file by this
-# layout, and by the one before the rank and the action existed (BASE..REASON_COLUMNS).
-RANK_COLUMN, ACTION_COLUMN = "priority_rank", "suggested_action"
+# The score columns, in order. The customer's row in the input (1 = the first customer: the
+# table has no id, and sorting by rank must not lose who is who) and the rank lead (sort by it
+# to get the call order); the action ends the row (who, how likely, why, then what to do); the
+# segment pair and the reasons are there when asked for. gymchurn.outputs recognises a previous
+# scores file by its tail from the rank on, and by the layout before the rank and the action
+# existed (BASE..REASON_COLUMNS).
+ROW_COLUMN, RANK_COLUMN, ACTION_COLUMN = "customer_row", "priority_rank", "suggested_action"
 BASE_COLUMNS = [PROBABILITY_COLUMN, "churn_flag", "risk_band"]
 SEGMENT_COLUMNS = ["segment", "segment_name"]
-SCORE_COLUMNS = [RANK_COLUMN, *BASE_COLUMNS, *SEGMENT_COLUMNS, *REASON_COLUMNS, ACTION_COLUMN]
+SCORE_COLUMNS = [ROW_COLUMN, RANK_COLUMN, *BASE_COLUMNS, *SEGMENT_COLUMNS, *REASON_COLUMNS,
+                 ACTION_COLUMN]
 
 
 def band_cuts(risk_bands: Mapping, threshold: float) -> tuple[list[str], np.ndarray]:
@@ -124,6 +127,7 @@ def score_customers(pipeline, threshold: float, X: pd.DataFrame, carried: pd.Dat
     flag = proba >= threshold
     band = band_index(proba, cuts)
     out = carried.reset_index(drop=True)
+    out[ROW_COLUMN] = np.arange(1, len(out) + 1)
     out[RANK_COLUMN] = priority_ranks(proba)
     out[PROBABILITY_COLUMN] = proba
     out["churn_flag"] = flag.astype(np.int8)
