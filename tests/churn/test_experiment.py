@@ -242,3 +242,20 @@ def test_compare_replaces_only_a_previous_leaderboard(tmp_path):
     previous.write_text(f"{HEADER}\n## old\n")
     assert check_leaderboard_file(previous) == previous
     assert check_leaderboard_file(tmp_path / "new.md") == tmp_path / "new.md"
+
+
+def test_a_changed_model_features_or_split_start_a_new_study_threads_do_not(customers):
+    """Review: a rerun after fixing a misspelt `_target_` resumed the study whose trials had
+    all failed under the old spelling, and test_size=0.3 resumed one tuned on the 0.2 split."""
+    from gymchurn.churn.fit import plan
+
+    def name(*overrides):
+        cfg = compose_config(overrides=["model=lgbm", "tune=fast", *overrides])
+        return plan(cfg, customers, {}).study_name
+
+    base = name()
+    assert name("n_jobs=1") == base and name("workers=2") == base  # threads change no score
+    changed = [name("split.test_size=0.3"), name("model.estimator.learning_rate=0.1"),
+               name("model.search_space.num_leaves.high=32"), name("features=raw")]
+    assert base not in changed and len(set(changed)) == len(changed)
+    assert name("tune.study_name=mine") == "mine"

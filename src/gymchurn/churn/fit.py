@@ -148,6 +148,17 @@ class ChurnPlan:
         )
 
 
+def searched_settings(cfg: DictConfig) -> dict:
+    """What a trial's score depends on beyond the study name's words: the estimator and its
+    search space, the feature steps and the holdout share. A changed value (a fixed `_target_`,
+    test_size=0.3) starts a new study instead of resuming one tuned under the old value. The
+    threads (n_jobs) are left out: they change no score, and workers share one study."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model["estimator"].pop("n_jobs", None)
+    return {"model": model, "features": OmegaConf.to_container(cfg.features, resolve=True),
+            "test_size": float(cfg.split.test_size)}
+
+
 def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPlan:
     """Check the config, split the table, name the study."""
     from gymchurn.churn.target import check_training_classes
@@ -159,7 +170,7 @@ def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPla
                                                      cfg.split.seed)
     name = study_name(["churn", cfg.model.name, cfg.features.name, cfg.tune.metric,
                        f"k{cfg.tune.folds}", f"seed{cfg.tune.seed}", f"split{cfg.split.seed}"],
-                      digest, given=cfg.tune.study_name)
+                      digest, searched_settings(cfg), given=cfg.tune.study_name)
     workers, cores = int(cfg.workers), usable_cpus()
     if workers > 1 and cfg.n_jobs * workers > cores:
         cfg.n_jobs = max(1, cores // workers)  # one thread per core in all
