@@ -28,6 +28,13 @@ OVERRIDE_VARS := model features tune data tracking experiment threshold seed wor
 #   overrides, then `args` into words (split by shlex, in Python);
 # - HOST, PORT, paths: one quoted shell word each (`quote` below).
 CMDLINE_VARS := $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v)))
+# A misspelt option (`make promote verison=3`) would otherwise be dropped without a word, and
+# the command run without it.
+SETTING_VARS := PYTHON BIN HOST PORT SERVE_PORT STORE upgrade
+UNKNOWN_VARS := $(filter-out $(OVERRIDE_VARS) args $(SETTING_VARS),$(CMDLINE_VARS))
+ifneq ($(UNKNOWN_VARS),)
+$(error unknown option(s): $(UNKNOWN_VARS). The options are $(OVERRIDE_VARS) and args="key=value ..." for any other Hydra override (servers: $(SETTING_VARS)))
+endif
 $(foreach v,$(CMDLINE_VARS),$(eval override $(v) := $$(value $(v)))$(eval export $(v)))
 $(foreach v,$(OVERRIDE_VARS) args,$(eval export GYMCHURN_MAKE_$(v) := $$(value $(v))))
 export GYMCHURN_MAKE_VARS := $(OVERRIDE_VARS)

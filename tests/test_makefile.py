@@ -162,3 +162,13 @@ def test_ui_and_serve_pass_host_and_port_as_single_words(tmp_path):
     args = (tmp_path / "args.txt").read_text().splitlines()
     assert args[args.index("--port") + 1] == port
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_misspelt_option_stops_make_before_anything_runs():
+    # Review: `make promote verison=3` promoted the challenger, the typo dropped without a word.
+    done = make("-n", "promote", "verison=3", "feature=raw")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "unknown option(s): verison feature." in done.stderr or \
+        "unknown option(s): feature verison." in done.stderr
+    assert "version" in done.stderr and "args=" in done.stderr  # what to type instead
+    assert make("-n", "promote", "version=3").returncode == 0
