@@ -221,3 +221,31 @@ def test_readme_states_the_trust_model():
     assert "no code runs on load" not in readme
     trust = readme[readme.index("## Trust model"):]
     assert "models from code" in trust and "artifact store" in trust and "skops" in trust
+
+
+def test_a_tracking_server_that_refuses_the_login_is_one_masked_message():
+    # Review: /health answered, every API call 401: make experiment printed a 68-line traceback.
+    from gymchurn.tracking import setup_experiment
+
+    class Gate(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 401)
+            self.end_headers()
+            self.wfile.write(b"OK" if self.path == "/health" else b"")
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Gate)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(GymchurnError) as info:
+            setup_experiment({"uri": f"http://alice:{SECRET}@127.0.0.1:{server.server_port}/",
+                              "experiment": "e"})
+    finally:
+        server.shutdown()
+    message = str(info.value)
+    assert message.startswith(f"could not open MLflow store 'http://alice:***@127.0.0.1:{server.server_port}/'")
+    assert "user and password" in message and SECRET not in message

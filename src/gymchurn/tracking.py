@@ -129,12 +129,17 @@ def setup_experiment(tracking_cfg: Mapping, experiment: str | None = None) -> st
         location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
         return client.create_experiment(name, artifact_location=location)
     except MlflowException as err:
-        # Two processes may create the same experiment at once: the loser reads it back.
-        found = MlflowClient().get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
+        # Two processes may create the same experiment at once: the loser reads it back. (A
+        # store that refused the first call, a login for one, refuses this one too.)
+        with contextlib.suppress(MlflowException):
+            found = MlflowClient().get_experiment_by_name(name)
+            if found is not None:
+                return found.experiment_id
+        login = " Check the user and password in tracking.uri (or MLFLOW_TRACKING_USERNAME and " \
+            "MLFLOW_TRACKING_PASSWORD)." if err.error_code in ("UNAUTHENTICATED",
+                                                               "PERMISSION_DENIED") else ""
         raise GymchurnError(f"could not open MLflow store '{mask_credentials(uri)}': "
-                            f"{mask_credentials(err.message)}") from err
+                            f"{mask_credentials(err.message)}{login}") from err
 
 
 def git_commit() -> str:
