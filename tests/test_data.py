@@ -534,3 +534,18 @@ def test_table_digest_tracks_content(table):
     assert not table.iloc[0].equals(table.iloc[1])
     swapped = table.iloc[[1, 0, *range(2, len(table))]].reset_index(drop=True)
     assert table_digest(swapped) != digest  # same rows, different order
+
+
+def test_blank_rows_a_spreadsheet_saves_below_the_table_are_not_customers(table, columns, tmp_path):
+    # Review: an export ending in `,,,,` lines gave one error per column for the empty rows.
+    path = tmp_path / "export.csv"
+    empty = "," * (len(table.columns) - 1)
+    path.write_text(table.to_csv(index=False) + f"{empty}\n{empty}\r\n")
+    read = read_customers(path, list(columns))
+    assert len(read) == len(table)
+    validate_customers(read, columns, "Churn")  # nothing to report
+    # an empty row inside the table is still a row with missing values, named by its number
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:4], empty, *lines[4:len(table) + 1]]) + "\n")
+    with pytest.raises(GymchurnError, match=r"no missing values.*rows 4\b"):
+        validate_customers(read_customers(path, list(columns)), columns, "Churn")

@@ -184,7 +184,7 @@ def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.D
             convert_options=pacsv.ConvertOptions(
                 column_types=text, decimal_point="," if delimiter == ";" else "."),
         )
-        return table.to_pandas()
+        return without_trailing_blank_rows(table.to_pandas())
     except (UnicodeDecodeError, pa.ArrowInvalid) as err:
         if isinstance(err, UnicodeDecodeError) or "UTF8" in str(err):
             raise GymchurnError(
@@ -194,6 +194,19 @@ def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.D
         raise _unreadable(path, kind, err) from err
     except (pa.ArrowException, OSError, csv.Error) as err:
         raise _unreadable(path, kind, err) from err
+
+
+def without_trailing_blank_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without the empty rows at its end: a spreadsheet saves the blank rows below a table
+    as lines of separators only (`,,,,`), which are no customers. (Blank rows inside the table
+    stay, and are reported by their row number.)"""
+    def blank(rows: pd.DataFrame) -> np.ndarray:
+        return (rows.isna() | rows.eq("")).all(axis=1).to_numpy()
+
+    if len(df) == 0 or not blank(df.tail(1))[0]:
+        return df  # the usual case: one row looked at
+    filled = np.flatnonzero(~blank(df))
+    return df.iloc[:filled[-1] + 1 if len(filled) else 0]
 
 
 def _unreadable(path: Path, kind: str, err: Exception) -> GymchurnError:
