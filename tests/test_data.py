@@ -247,9 +247,13 @@ def test_read_customers_empty_csv(tmp_path):
         read_customers(path)
 
 
-def test_read_customers_missing_file(tmp_path):
-    with pytest.raises(GymchurnError, match="file not found: .*nowhere.csv"):
+def test_read_customers_missing_file(tmp_path, monkeypatch):
+    with pytest.raises(GymchurnError, match="file not found: .*nowhere.csv. Check"):
         read_customers(tmp_path / "nowhere.csv")
+    monkeypatch.chdir(tmp_path)  # a relative path: the message says where it was looked for
+    with pytest.raises(GymchurnError) as info:
+        read_customers("nowhere.csv")
+    assert str(info.value) == f"file not found: nowhere.csv (looked in {tmp_path}). Check the path."
 
 
 def test_read_customers_corrupt_parquet(tmp_path):

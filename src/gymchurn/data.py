@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gymchurn.config import resolve_path
-from gymchurn.errors import GymchurnError
+from gymchurn.errors import GymchurnError, looked_for
 from gymchurn.outputs import new_beside, write_file
 
 MAX_ROWS_SHOWN = 5
@@ -166,7 +166,7 @@ def read_customers(path: str | Path, schema_columns: Sequence[str] = ()) -> pd.D
     path = Path(path)
     kind = file_type(path)
     if not path.exists():
-        raise GymchurnError(f"file not found: {path}. Check the path.")
+        raise GymchurnError(f"file not found: {looked_for(path)}. Check the path.")
     try:
         if kind == "parquet":
             _schema_names(pq.read_schema(path).names, schema_columns, path)  # before reading

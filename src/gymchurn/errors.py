@@ -20,6 +20,15 @@ class GymchurnError(Exception):
     """A problem the user caused and can fix; the message names the problem and the fix."""
 
 
+def looked_for(path) -> str:
+    """A path as given, and the folder a relative one was looked for in (`make -C` or another
+    shell's folder can make it differ from where the user thinks)."""
+    from pathlib import Path
+
+    path = Path(path)
+    return str(path) if path.is_absolute() else f"{path} (looked in {Path.cwd()})"
+
+
 def exit_on_user_error(func: F) -> F:
     """Turn a GymchurnError into one line on stderr and exit code 2 instead of a traceback.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.config import PROJECT_ROOT, hydra_main, resolve_path
-from gymchurn.errors import GymchurnError, exit_on_user_error
+from gymchurn.errors import GymchurnError, exit_on_user_error, looked_for
 
 MIN_CUSTOMERS = 20  # fewer and no distribution, decile or interval means anything
 
@@ -50,7 +50,7 @@ def check_options(cfg: DictConfig) -> tuple[Path, str, Path]:
     source = Path(str(cfg.input)).expanduser()
     file_type(source, "input")
     if not source.is_file():
-        raise GymchurnError(f"input file not found: {source}. Check the path.")
+        raise GymchurnError(f"input file not found: {looked_for(source)}. Check the path.")
     name, folder = month_name(cfg, source)
     target = resolve_path(cfg.output_dir) if cfg.output_dir else \
         PROJECT_ROOT / "experiments" / "monitoring" / folder

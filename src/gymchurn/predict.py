@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gymchurn.churn import REASON_CHOICES, REASON_METHODS
 from gymchurn.config import hydra_main
-from gymchurn.errors import GymchurnError, exit_on_user_error
+from gymchurn.errors import GymchurnError, exit_on_user_error, looked_for
 
 
 def check_output(target: Path) -> Path:
@@ -45,7 +45,7 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
     source = Path(str(cfg.input)).expanduser()
     file_type(source, "input")
     if not source.is_file():
-        raise GymchurnError(f"input file not found: {source}. Check the path.")
+        raise GymchurnError(f"input file not found: {looked_for(source)}. Check the path.")
     target = Path(str(cfg.output)).expanduser() if cfg.output else \
         source.with_name(f"{source.stem}_scores{source.suffix}")
     if target.resolve() == source.resolve():
