@@ -348,8 +348,16 @@ def lost_an_insert_race(err: Exception) -> bool:
     return "UNIQUE constraint failed" in text or "duplicate key value" in text
 
 
-def set_version_tags(name: str, version: str | int, tags: Mapping[str, str]) -> None:
+def set_version_tags(name: str, version: str | int, tags: Mapping[str, str],
+                     replacing: str | None = None) -> None:
+    """Set `tags` on a version; with `replacing` (a key prefix such as "promotion."), first
+    delete the version's other tags of that prefix, so they describe one decision, not what is
+    left of several (each decision's full record is its own run)."""
     client = MlflowClient()
+    if replacing:
+        for key in client.get_model_version(name, str(version)).tags:
+            if key.startswith(replacing) and key not in tags:
+                client.delete_model_version_tag(name, str(version), key)
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
 

@@ -135,6 +135,13 @@ def test_forced_promotion_is_recorded_and_rollback_undoes_it(store):
     result, _ = promote(store, "action=rollback")  # a second rollback undoes the first
     assert aliases()["champion"] == "2" and aliases()["previous-champion"] == "1"
     assert [r.data.tags["decision"] for r in promotion_runs()].count("rollback") == 2
+    # Each version's promotion.* tags describe its last decision only (review: a rollback left
+    # the forced promotion's note and another decision's metrics beside its own)
+    tags = {k: v for k, v in version_tags(2).items() if k.startswith("promotion.")}
+    assert tags["promotion.decision"] == "rollback" and "promotion.note" not in tags
+    assert tags["promotion.run_id"] == promotion_runs()[0].info.run_id  # the newest run
+    assert "promotion.replaced_by" not in tags  # it is the champion again
+    assert version_tags(1)["promotion.replaced_by"] == "v2"
 
 
 def test_segmentation_gate_uses_churn_range_and_portrait_minimums(store, customers):

@@ -250,7 +250,8 @@ def record_decision(cfg: DictConfig, name: str, decision: str, candidate, champi
         for role, values in comparison.metrics.items():
             for m, v in values.items():
                 tags[f"{role}_{m}"] = f"{v:.6f}"
-    set_version_tags(name, candidate.version, {f"promotion.{k}": v for k, v in tags.items()})
+    set_version_tags(name, candidate.version, {f"promotion.{k}": v for k, v in tags.items()},
+                     replacing="promotion.")
     return run.run_id
 
 
@@ -342,10 +343,7 @@ def promote_locked(cfg: DictConfig, name: str, gate, lock: ModelLock, printer) -
                  CHAMPION: str(candidate.version)}
 
         def apply():
-            move_aliases(name, after, lock)
-            if champion is not None:
-                set_version_tags(name, champion.version,
-                                 {"promotion.replaced_by": f"v{candidate.version}"})
+            hand_over(name, after, lock, champion, candidate)
 
         done = f"@champion -> v{candidate.version}" + (
             f", @previous-champion -> v{champion.version} (undo: make rollback)" if champion else "")
@@ -358,6 +356,14 @@ def promote_locked(cfg: DictConfig, name: str, gate, lock: ModelLock, printer) -
             f"'{cfg.record_experiment}'")
     return {"decision": decision, "reason": reason, "run_id": run_id, "aliases": alias_versions(name),
             "comparison": comparison}
+
+
+def hand_over(name: str, after: dict, lock, replaced, by) -> None:
+    """Move the aliases to `after`; the replaced champion's record says which version took
+    over (its other promotion.* tags stay: they describe how it became champion)."""
+    move_aliases(name, after, lock)
+    if replaced is not None:
+        set_version_tags(name, replaced.version, {"promotion.replaced_by": f"v{by.version}"})
 
 
 def rollback(cfg: DictConfig, printer=print) -> dict:
@@ -383,7 +389,8 @@ def rollback(cfg: DictConfig, printer=print) -> dict:
         after = {PREVIOUS: str(champion.version) if champion else None,
                  CHAMPION: str(previous.version)}
         run_id = record_decision(cfg, name, "rollback", previous, champion, reason, None, None,
-                                 before, after, lambda: move_aliases(name, after, lock))
+                                 before, after, lambda: hand_over(name, after, lock, champion,
+                                                                  previous))
     printer(f"decision: ROLLBACK: @champion -> v{previous.version}"
             + (f", @previous-champion -> v{champion.version}" if champion else ""))
     printer(f"recorded: run {run_id} in experiment '{cfg.record_experiment}'")
