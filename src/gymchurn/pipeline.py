@@ -22,8 +22,9 @@ def _instantiate(node, what: str, **overrides):
     except Exception as err:  # Hydra wraps import/argument errors in several exception types
         target = node.get("_target_", "?") if isinstance(node, Mapping) else node
         cause = err.__cause__ or err  # Hydra's own message is only "Error in call to target"
+        said = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
         raise GymchurnError(
-            f"could not build {what} '{target}': {cause}. "
+            f"could not build {what} '{target}': {said} "
             "Check the _target_ and its arguments in the config."
         ) from err
 

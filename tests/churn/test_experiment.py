@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from gymchurn import experiment
 from gymchurn.churn.leaderboard import leaderboard
 from gymchurn.config import compose_config
+from gymchurn.errors import GymchurnError
 
 EXPECTED_METRICS = [
     f"{prefix}_{m}"
@@ -259,3 +260,21 @@ def test_a_changed_model_features_or_split_start_a_new_study_threads_do_not(cust
                name("model.search_space.num_leaves.high=32"), name("features=raw")]
     assert base not in changed and len(set(changed)) == len(changed)
     assert name("tune.study_name=mine") == "mine"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.estimator._target_=sklearn.linear_model.LogisticRegresion"],
+     r"could not build estimator 'sklearn.linear_model.LogisticRegresion': .*LogisticRegresion"),
+    (["model.estimator._target_=sklearn.svm.LinearSVC", "~model.estimator.max_iter"],
+     r"model 'logreg' \(LinearSVC\) gives no churn probability .*predict_proba"),
+])
+def test_a_model_family_that_cannot_give_probabilities_is_refused_before_tuning(
+        customers, overrides, message):
+    """Review: a misspelt `_target_` or an estimator without predict_proba failed in every
+    trial, each with its traceback."""
+    from gymchurn.churn.fit import plan
+
+    cfg = compose_config(overrides=["model=logreg", *overrides])
+    with pytest.raises(GymchurnError, match=message) as info:
+        plan(cfg, customers, {})
+    assert "\n" not in str(info.value)

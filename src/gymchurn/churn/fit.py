@@ -72,6 +72,17 @@ def check_config(cfg: DictConfig) -> None:
     threshold_cost_ratio(cfg)  # rule=cost with economics where calling never pays: refused now
 
 
+def check_estimator(cfg: DictConfig) -> None:
+    """The model family builds and gives probabilities, checked once before tuning: else every
+    trial would fail with the same traceback (a misspelt `_target_`, LinearSVC)."""
+    estimator = build_pipeline(cfg.features, cfg.model, feature_columns(cfg.data))[-1]
+    if not hasattr(estimator, "predict_proba"):
+        raise GymchurnError(
+            f"model '{cfg.model.name}' ({type(estimator).__name__}) gives no churn probability "
+            "(it has no predict_proba). Use a classifier that has one (an SVC needs "
+            "probability: true), or wrap it in sklearn.calibration.CalibratedClassifierCV.")
+
+
 def threshold_cost_ratio(cfg) -> float | None:
     """The cost ratio behind rule=cost: as configured, else from conf/economics/ (the middle
     keep-rate scenario), so the flag marks the customers whom a call pays for. None for f1."""
@@ -164,6 +175,7 @@ def plan(cfg: DictConfig, customers: pd.DataFrame, provenance: dict) -> ChurnPla
     from gymchurn.churn.target import check_training_classes
 
     check_config(cfg)
+    check_estimator(cfg)
     check_training_classes(customers, cfg)  # one class, or too few to split: say so, not sklearn
     digest = table_digest(customers)
     X_train, X_test, y_train, y_test = split_holdout(customers, cfg.data, cfg.split.test_size,
