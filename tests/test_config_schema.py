@@ -83,7 +83,23 @@ def test_an_unknown_key_is_one_line_naming_it():
     with pytest.raises(ConfigCompositionException) as info:
         compose_config("config", ["tune.n_trails=5"])
     message = config_error_message(info.value)
-    assert "\n" not in message and "tune.n_trails" in message and "+tune.n_trails=5" in message
+    # Not Hydra's advice to append it with +: that ran with the key unread (review).
+    assert message == "unknown key tune.n_trails: did you mean tune.n_trials?"
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_config("monitor", ["drift.zzz=1"])
+    assert config_error_message(info.value) == (
+        "unknown key drift.zzz: drift has psi_watch, psi_drift, alpha, out_of_range_watch.")
+
+
+def test_adding_a_key_no_code_reads_is_refused_and_free_form_sections_still_take_one():
+    from gymchurn.options import check_options
+
+    added = "+tune.n_trail=5"
+    with pytest.raises(GymchurnError) as info:
+        check_options(composed("config", [added]), "config", [added])
+    assert str(info.value).startswith("unknown key tune.n_trail: did you mean tune.n_trials?")
+    free = "+model.search_space.penalty={type:categorical,choices:[l2]}"  # estimator arguments
+    check_options(composed("config", ["model=logreg", free]), "config", ["model=logreg", free])
 
 
 # ---------------------------------------------------------------- hydra_main, in this process

@@ -18,7 +18,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 from gymchurn.errors import exit_on_user_error
 from gymchurn.redact import mask_credentials
@@ -100,6 +105,11 @@ def config_error_message(err: BaseException) -> str:
         source = re.match(r"In '([^']+)'", context)  # a config file, not the command line
         return (f"{cause.full_key} must be {_type_name(fields[key])}, got {value}"
                 + (f" (in conf/{source[1]}.yaml)" if source else ""))
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and dataclasses.is_dataclass(schema):
+        # Hydra's advice here is to append the key with +, which would run with it unread.
+        from gymchurn.options import unknown_key
+
+        return unknown_key(cause.full_key, schema)
     first = str(cause).splitlines()[0]
     return f"{context} ({first})" if context else f"{cause.full_key}: {first}"
 

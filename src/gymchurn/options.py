@@ -85,6 +85,36 @@ def _field_type(schema: type, key: str):
     return kind
 
 
+def unknown_key(full_key: str, schema: type) -> str:
+    """"unknown key tune.n_trail: did you mean tune.n_trials?" for a key the typed section
+    `schema` (a dataclass) does not have, with its keys when none is close."""
+    import difflib
+
+    parent, _, name = full_key.rpartition(".")
+    keys = [f.name for f in dataclasses.fields(schema)]
+    close = difflib.get_close_matches(name, keys, n=1)
+    where = f"{parent}." if parent else ""
+    return (f"unknown key {full_key}: " + (f"did you mean {where}{close[0]}?" if close else
+            f"{parent or 'the config'} has {', '.join(keys)}."))
+
+
+def _check_additions(schema: type, overrides: Sequence[str]) -> None:
+    """`+key=value` into a typed section adds a key no code reads: refused, with the key meant
+    (a misspelt `+tune.n_trail=5` ran with the default number of trials). Free-form sections
+    (a model's estimator arguments, its search space) still take new keys."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if not override.is_add() or override.package is not None:
+            continue
+        parent, _, name = override.key_or_group.rpartition(".")
+        section = _field_type(schema, parent) if parent else schema
+        if dataclasses.is_dataclass(section) and name not in {f.name for f in
+                                                              dataclasses.fields(section)}:
+            raise GymchurnError(f"{unknown_key(override.key_or_group, section)} (+ adds a key; "
+                                "here none would read it)")
+
+
 def _check_booleans(schema: type, overrides: Sequence[str]) -> None:
     """A boolean option on the command line is true or false (any case, or an interpolation)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -104,6 +134,7 @@ def check_options(cfg: DictConfig, config_name: str, overrides: Sequence[str] = 
     NaN or infinite numbers, numbers outside their field's bounds (`number(...)`), more tuning
     workers than CPUs. Raises a GymchurnError naming the key; run by `hydra_main`."""
     schema = SCHEMAS[config_name]
+    _check_additions(schema, overrides)
     _check_booleans(schema, overrides)
     # The key the user set first: `seed=-1` is reported as seed, not as tune.seed (${seed}).
     problems = sorted(_problems(cfg, schema), key=lambda problem: problem[0])
