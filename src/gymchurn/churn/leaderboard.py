@@ -25,18 +25,23 @@ def lower_is_better(metric: str) -> bool:
     return tuning_metric(metric)[1] == "minimize"
 
 
-def leaderboard(experiment_id: str, data_digest: str, metric: str) -> pd.DataFrame:
-    """Best finished parent run per (family, feature set) on this data.
+def leaderboard(experiment_id: str, data_digest: str, metric: str,
+                split: dict[str, str] | None = None) -> pd.DataFrame:
+    """Best finished parent run per (family, feature set) on this data and, when given, this
+    `split` (params test_size, split_seed, cv_folds: the same holdout and the same folds, so
+    the numbers compare; a run tuned on another split is left out). Each row says its tuning
+    budget (trials).
 
     Ranked by the out-of-fold CV metric of the training split, never by the holdout: choosing
     on the holdout would make its numbers optimistic. Holdout metrics are shown beside it.
     """
     import mlflow
 
+    same_split = "".join(f" and params.{key} = '{value}'" for key, value in (split or {}).items())
     runs = mlflow.search_runs(
         [experiment_id],
         filter_string=f"tags.run_type = 'churn' and tags.data_digest = '{data_digest}' "
-                      "and attributes.status = 'FINISHED'",
+                      f"and attributes.status = 'FINISHED'{same_split}",
     )
     if runs.empty:
         return runs
@@ -45,7 +50,7 @@ def leaderboard(experiment_id: str, data_digest: str, metric: str) -> pd.DataFra
     best = runs.drop_duplicates(["tags.model_family", "tags.feature_set"])
     table = pd.DataFrame({
         "family": best["tags.model_family"], "features": best["tags.feature_set"],
-        f"cv_{metric}": best[key],
+        "trials": best["params.n_trials"], f"cv_{metric}": best[key],
         **{f"test_{m}": best[f"metrics.test_{m}"] for m in LEADERBOARD_COLUMNS},
         "rcv_roc_auc": best.get("metrics.rcv_roc_auc_mean"),
         "rcv_roc_auc_std": best.get("metrics.rcv_roc_auc_std"),
@@ -100,8 +105,10 @@ def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=
     cfg, last = jobs[-1]
     metric = cfg.tune.metric
     experiment_id = setup_experiment(cfg.tracking)
-    digest = mlflow.get_run(last["run_id"]).data.tags["data_digest"]
-    table = leaderboard(experiment_id, digest, metric)
+    run = mlflow.get_run(last["run_id"]).data
+    digest = run.tags["data_digest"]
+    split = {key: run.params[key] for key in ("test_size", "split_seed", "cv_folds")}
+    table = leaderboard(experiment_id, digest, metric, split)
     ranked = sorted(jobs, key=lambda job: job[1]["cv_metrics"][metric],
                     reverse=not lower_is_better(metric))
     best_cfg, best = ranked[0]
@@ -109,8 +116,9 @@ def write_leaderboard(jobs: list[tuple[Any, dict]], output: str | Path, printer=
     if best["model_version"] and best_cfg.registry.alias:
         set_alias(best_cfg.registry.model_name, best_cfg.registry.alias, best["model_version"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    title = (f"Best run per family and feature set (ranked by out-of-fold cv_{metric}; test_* on "
-             f"the holdout; data {digest[:12]})")
+    title = (f"Best run per family and feature set (ranked by out-of-fold cv_{metric} of "
+             f"{split['cv_folds']} folds; test_* on the holdout of {split['test_size']}, split "
+             f"seed {split['split_seed']}; data {digest[:12]})")
     write_text(out, f"{HEADER}\n## {title}\n\n{markdown_table(table, floats='.4f')}\n")
     with pd.option_context("display.width", 200, "display.max_columns", 20,
                            "display.float_format", "{:.4f}".format):

@@ -94,7 +94,11 @@ def family_runs(version, digest: str) -> pd.DataFrame | None:
     if not run_id:
         return None
     run = mlflow.get_run(run_id)
-    return leaderboard(run.info.experiment_id, digest, run.data.tags.get("tuned_metric", "roc_auc"))
+    # The champion's split: other runs' holdout figures are comparable only on the same one.
+    split = {key: run.data.params[key] for key in ("test_size", "split_seed", "cv_folds")
+             if key in run.data.params}
+    return leaderboard(run.info.experiment_id, digest, run.data.tags.get("tuned_metric", "roc_auc"),
+                       split)
 
 
 def segment_labels(name: str, version, customers: pd.DataFrame, columns) -> tuple:
