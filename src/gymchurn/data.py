@@ -254,12 +254,17 @@ def build_schema(columns: Mapping, target: str, require_target: bool = True):
     schema_columns = {}
     for name, rule in columns.items():
         checks = []
+        # Each check named in words: the messages quote the rule to people who never read the
+        # config ("one of 1, 3, 6, 12", not pandera's "isin([1, 3, 6, 12])").
         if rule.get("values") is not None:
-            checks.append(pa.Check.isin(list(rule["values"])))
-        if rule.get("min") is not None or rule.get("max") is not None:
-            low = rule.get("min", -np.inf)
-            high = rule.get("max", np.inf)
-            checks.append(pa.Check.in_range(low, high))
+            checks.append(pa.Check.isin(list(rule["values"]), error="one of " + ", ".join(
+                f"{v:g}" for v in rule["values"])))
+        low, high = rule.get("min"), rule.get("max")
+        if low is not None or high is not None:
+            words = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                     else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            checks.append(pa.Check.in_range(-np.inf if low is None else low,
+                                            np.inf if high is None else high, error=words))
         if rule["kind"] == "int":
             checks.append(pa.Check(lambda s: s == np.floor(s), name="whole_number"))
         schema_columns[name] = pa.Column(
