@@ -39,7 +39,7 @@ def month_name(cfg: DictConfig, source: Path) -> tuple[str, str]:
 
 def check_options(cfg: DictConfig) -> tuple[Path, str, Path]:
     """Every option a user can get wrong, before the data or the registry is touched."""
-    from gymchurn.churn import REASON_CHOICES, REASON_METHODS
+    from gymchurn.churn import check_reasons
     from gymchurn.churn.actions import load_catalogue
     from gymchurn.data import file_type
     from gymchurn.monitoring.verdict import check_rules
@@ -56,12 +56,7 @@ def check_options(cfg: DictConfig) -> tuple[Path, str, Path]:
         PROJECT_ROOT / "experiments" / "monitoring" / folder
     target = check_monitoring_folder(target)
     check_rules(OmegaConf.to_container(cfg.rules, resolve=True))
-    if cfg.reasons.rows not in REASON_CHOICES:
-        raise GymchurnError(f"reasons.rows={cfg.reasons.rows} is not an option: use one of "
-                            f"{REASON_CHOICES}.")
-    if cfg.reasons.method not in REASON_METHODS:
-        raise GymchurnError(f"reasons.method={cfg.reasons.method} is not an option: use one of "
-                            f"{list(REASON_METHODS)}.")
+    check_reasons(cfg.reasons)
     load_catalogue(OmegaConf.to_container(cfg.measures))
     return source, name, target
 

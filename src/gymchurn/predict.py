@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from gymchurn.churn import REASON_CHOICES, REASON_METHODS
+from gymchurn.churn import check_reasons
 from gymchurn.config import hydra_main
 from gymchurn.errors import GymchurnError, exit_on_user_error, looked_for
 
@@ -54,12 +54,7 @@ def check_options(cfg: DictConfig) -> tuple[Path, Path]:
     file_type(target, "output")
     if not target.parent.is_dir():
         raise GymchurnError(f"the output folder {target.parent} does not exist. Create it first.")
-    if cfg.reasons.rows not in REASON_CHOICES:
-        raise GymchurnError(f"reasons.rows={cfg.reasons.rows} is not an option: use one of "
-                            f"{REASON_CHOICES}.")
-    if cfg.reasons.method not in REASON_METHODS:
-        raise GymchurnError(f"reasons.method={cfg.reasons.method} is not an option: use one of "
-                            f"{list(REASON_METHODS)}.")
+    check_reasons(cfg.reasons)
     load_catalogue(OmegaConf.to_container(cfg.measures))
     return source, target
 

@@ -248,6 +248,8 @@ def test_the_command_line_prints_one_error_and_exits_non_zero(store, tmp_path):
     (["input=/no/such/month.csv"], "input file not found: /no/such/month.csv"),
     (["input=month.xlsx"], ".xlsx"),
     (["input=x.csv", "name='///'"], "leaves no usable folder name"),
+    (["input=x.csv", "reasons.rows=some"], "reasons.rows=some is not an option"),
+    (["input=x.csv", "reasons.method=fast"], "reasons.method=fast is not an option"),
 ])
 def test_options_are_checked_before_anything_is_read(tmp_path, overrides, message):
     if overrides[:1] == ["input=x.csv"]:
