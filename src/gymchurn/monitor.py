@@ -132,7 +132,8 @@ def month_call_list(cfg: DictConfig, raw, X, churn, pipeline, reference, segment
     proba[active] = scores.table["churn_probability"].to_numpy()
     reasons = [np.full(len(X), None, dtype=object) for _ in REASON_COLUMNS]
     for texts, column in zip(reasons, REASON_COLUMNS, strict=True):
-        texts[active] = scores.table[column].to_numpy()
+        if column in scores.table:  # none with reasons.rows=none
+            texts[active] = scores.table[column].to_numpy()
     names = {} if segments is None else dict(zip(segments["segment"], segments["segment_name"],
                                                  strict=True))
     return ranked_call_list(

@@ -157,6 +157,14 @@ def test_the_report_is_self_contained(months):
     assert "has no reference shares" in html  # the segmentation was logged before monitoring
 
 
+def test_a_call_list_without_reasons(store, tmp_path):
+    path = month_file(tmp_path, "m", make_synthetic_customers(100, seed=25).drop(columns="Churn"))
+    result = judge(store, path, tmp_path / "out", "reasons=none")
+    calls = pd.read_csv(result["folder"] / "call_list.csv")
+    assert len(calls) == 100 and calls["reason_1"].isna().all()
+    assert calls["churn_probability"].is_monotonic_decreasing
+
+
 def test_every_value_in_the_report_is_escaped(store, tmp_path):
     table = make_synthetic_customers(200, seed=24)
     table.insert(0, "member_id", [f"00{i}" for i in range(len(table))])  # an id column of text
