@@ -200,7 +200,6 @@ def register_version(model_uri: str, name: str, tags: Mapping, alias: str | None
 
 def registered_model(name: str):
     """The registered model `name`, or an error listing the models that are registered."""
-
     client = MlflowClient()
     try:
         return client.get_registered_model(name)
@@ -272,7 +271,6 @@ def alias_or_newest(name: str, aliases: Sequence[str]):
 
 def load_version(name: str, version: str | int):
     """Load a registered version as a pyfunc model (the object `mlflow models serve` uses)."""
-
     uri = f"models:/{name}/{version}"
     try:
         return mlflow.pyfunc.load_model(uri)

@@ -26,10 +26,15 @@ METRIC_WORDS = {"roc_auc": "ROC AUC (ranking)", "precision": "precision at the t
                 "churn_rate": "churn rate", "predicted_rate": "mean predicted churn"}
 
 
+def calls_within(capacity: float, n: int) -> int:
+    """How many of `n` customers calls to the top `capacity` reach (as many as
+    performance.weighted_metrics counts)."""
+    return int(capacity * n + 1e-9)
+
+
 def reachable_share(n: int, leavers: int, capacity: float) -> float:
     """The largest share of the leavers that calls to the top `capacity` of `n` can reach."""
-    calls = int(capacity * n + 1e-9)  # as many as performance.weighted_metrics counts
-    return min(1.0, calls / leavers) if leavers else 1.0
+    return min(1.0, calls_within(capacity, n) / leavers) if leavers else 1.0
 
 
 def feature_name(feature: str, labels: Mapping) -> str:
@@ -191,7 +196,7 @@ def calls_section(calls: pd.DataFrame, threshold: float, capacity: float, show: 
     customers still members, riskiest first, and how far down the department's capacity goes."""
     from gymchurn.reporting.call_list import who_to_call
 
-    calls_possible = int(capacity * len(calls) + 1e-9)
+    calls_possible = calls_within(capacity, len(calls))
     note = (f"Calling {pct(capacity)} of them (`capacity` in conf/monitor.yaml) is the first "
             f"{calls_possible:,} on the list"
             + (f", {int(calls['at_risk'].head(calls_possible).sum()):,} of them at risk."
